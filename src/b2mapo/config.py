@@ -1,0 +1,142 @@
+"""Typed, frozen, validated training configuration, and algorithm presets as data."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from b2mapo.envs.registry import REGISTRY
+
+
+class ConfigError(ValueError):
+    """A configuration value that is unknown or inconsistent with the others."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run. Every field is a ``b2mapo train`` option."""
+
+    env: str = "smax:3m"
+    """Environment, as ``family:task`` (``b2mapo envs`` lists them)."""
+    algo: str = "mappo"
+    """Algorithm preset (see ``PRESETS``); explicit options override the preset's values."""
+    seeds: int = 1
+    """Number of independent seeds trained side by side in one compiled program."""
+    seed: int = 0
+    """Base random seed; seed i of a run uses ``seed + i``."""
+    total_steps: int = 1_000_000
+    """Environment steps per seed (summed over parallel envs)."""
+    num_envs: int = 64
+    """Parallel environments per seed."""
+    rollout_len: int = 64
+    """Steps collected per environment between updates."""
+    epochs: int = 4
+    """PPO epochs over each rollout."""
+    minibatches: int = 2
+    """Minibatches per epoch (split over environments; must divide ``num_envs``)."""
+    lr: float = 1e-3
+    """Adam learning rate of actor and critic."""
+    anneal_lr: bool = True
+    """Decay the learning rate linearly to zero over the run."""
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 0.95
+    """GAE lambda."""
+    clip_eps: float = 0.2
+    """PPO ratio clip (also the value clip, in normalised units)."""
+    ent_coef: float = 0.01
+    """Entropy bonus coefficient."""
+    max_grad_norm: float = 10.0
+    """Global gradient-norm clip, applied to actor and critic separately."""
+    hidden_size: int = 64
+    """Width of the MLP and GRU layers."""
+    share_params: bool = True
+    """One parameter set for all agents (with agent id input); otherwise one per agent."""
+    value_norm: bool = True
+    """Normalise value targets with running statistics (MAPPO's ValueNorm)."""
+    huber_delta: float = 10.0
+    """Huber threshold of the value loss (in normalised units)."""
+    episode_limit: int = 0
+    """Episode time limit; 0 keeps the environment's default."""
+    updates_per_chunk: int = 10
+    """Updates per compiled chunk; logging, evaluation and checkpoints happen between chunks."""
+    eval_every: int = 20
+    """Evaluate every this many updates (rounded up to whole chunks); 0 turns evaluation off."""
+    eval_episodes: int = 32
+    """Episodes per evaluation, greedy and sampled each."""
+    out: str = ""
+    """Run directory for config, metrics and checkpoints; empty: ``runs/<env>_<algo>``."""
+
+    @property
+    def steps_per_update(self) -> int:
+        return self.num_envs * self.rollout_len
+
+    @property
+    def num_updates(self) -> int:
+        return max(1, math.ceil(self.total_steps / self.steps_per_update))
+
+    @property
+    def run_dir(self) -> str:
+        return self.out or f"runs/{self.env.replace(':', '_')}_{self.algo}"
+
+    def validate(self) -> TrainConfig:
+        """Return self, or raise ``ConfigError`` naming the bad value and what is allowed."""
+        if self.env not in REGISTRY:
+            raise ConfigError(f"unknown env {self.env!r}; choose one of: {', '.join(REGISTRY)}")
+        if self.algo not in PRESETS:
+            raise ConfigError(f"unknown algo {self.algo!r}; choose one of: {', '.join(PRESETS)}")
+        for name in ("seeds", "total_steps", "num_envs", "rollout_len", "epochs", "minibatches",
+                     "hidden_size", "updates_per_chunk", "eval_episodes"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)} must be a positive integer")
+        for name in ("episode_limit", "eval_every", "seed"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}={getattr(self, name)} must be >= 0")
+        if self.num_envs % self.minibatches:
+            raise ConfigError(
+                f"minibatches={self.minibatches} must divide num_envs={self.num_envs}"
+            )
+        for name in ("gamma", "gae_lambda"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name}={getattr(self, name)} must be in [0, 1]")
+        for name in ("lr", "clip_eps", "max_grad_norm", "huber_delta"):
+            if not getattr(self, name) > 0.0:
+                raise ConfigError(f"{name}={getattr(self, name)} must be > 0")
+        if self.ent_coef < 0.0:
+            raise ConfigError(f"ent_coef={self.ent_coef} must be >= 0")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# Fields a resumed run may change without invalidating its checkpoint.
+RESUMABLE_CHANGES = frozenset({"total_steps", "eval_every", "eval_episodes", "out"})
+
+# Algorithm presets: values that differ from the TrainConfig defaults. Data, not code paths.
+PRESETS: dict[str, dict[str, Any]] = {
+    "mappo": {},
+}
+
+
+def resolve(overrides: dict[str, Any]) -> TrainConfig:
+    """Build a validated config: defaults, then the algorithm's preset, then ``overrides``."""
+    algo = overrides.get("algo", TrainConfig.algo)
+    preset = PRESETS.get(algo, {})
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(TrainConfig)}
+    if unknown:
+        raise ConfigError(f"unknown config field(s): {', '.join(sorted(unknown))}")
+    return TrainConfig(**{**preset, **overrides}).validate()
+
+
+def from_dict(values: dict[str, Any]) -> TrainConfig:
+    """Rebuild a config saved with ``to_dict`` (ignores nothing, validates everything)."""
+    return resolve(values)
+
+
+def diff(saved: TrainConfig, requested: TrainConfig) -> dict[str, tuple[Any, Any]]:
+    """Fields whose values differ, as ``{name: (saved, requested)}``."""
+    a, b = saved.to_dict(), requested.to_dict()
+    return {k: (a[k], b[k]) for k in a if a[k] != b[k]}

@@ -1,0 +1,114 @@
+"""Collecting experience: the compiled rollout shared by every algorithm."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from b2mapo.envs.core import Env, TimeStep
+from b2mapo.losses import categorical_log_prob
+from b2mapo.networks import Networks, Params
+
+
+class Transition(NamedTuple):
+    """One step of experience for every env and agent (leading axes ``[T, E]`` when stacked)."""
+
+    obs: jax.Array  # [E, n, obs_dim]
+    state: jax.Array  # [E, state_dim]
+    avail: jax.Array  # [E, n, A]
+    first: jax.Array  # [E], obs is the first of an episode (resets the GRU)
+    action: jax.Array  # [E, n]
+    log_prob: jax.Array  # [E, n], behaviour log-probability
+    value: jax.Array  # [E, n], critic value of ``state`` (normalised scale)
+    next_value: jax.Array  # [E, n], critic value of the state reached, before auto-reset
+    reward: jax.Array  # [E]
+    terminated: jax.Array  # [E]
+    done: jax.Array  # [E]
+
+
+class Trajectory(NamedTuple):
+    """A time-major rollout plus the actor's GRU state at its start."""
+
+    transitions: Transition  # leaves [T, E, ...]
+    initial_carry: jax.Array  # [E, n, h]
+
+
+class EnvLoopState(NamedTuple):
+    """What the rollout carries from one update to the next."""
+
+    env_state: Any
+    timestep: TimeStep  # leaves [E, ...]
+    first: jax.Array  # [E]
+    carry: jax.Array  # [E, n, h]
+
+
+class EpisodeMetrics(NamedTuple):
+    """Sums over the episodes that ended during a rollout."""
+
+    episodes: jax.Array
+    return_sum: jax.Array
+    length_sum: jax.Array
+    wins: jax.Array
+
+
+def reset_envs(env: Env, networks: Networks, key: jax.Array, num_envs: int) -> EnvLoopState:
+    """Reset ``num_envs`` environments and the actor's GRU state."""
+    env_state, timestep = jax.vmap(env.reset)(jax.random.split(key, num_envs))
+    first = jnp.ones((num_envs,), bool)
+    return EnvLoopState(env_state, timestep, first, networks.initial_carry((num_envs,)))
+
+
+def sample_actions(key: jax.Array, logits: jax.Array, greedy: bool = False) -> jax.Array:
+    """Sample (or take the most likely) action from masked logits ``[..., A]``."""
+    if greedy:
+        return jnp.argmax(logits, axis=-1)
+    return jax.random.categorical(key, logits)
+
+
+def rollout(
+    env: Env,
+    networks: Networks,
+    params: dict[str, Params],
+    loop: EnvLoopState,
+    key: jax.Array,
+    length: int,
+) -> tuple[EnvLoopState, Trajectory, EpisodeMetrics]:
+    """Run every env ``length`` steps with the current policy and record the transitions."""
+    num_envs = loop.first.shape[0]
+
+    def step(loop: EnvLoopState, key: jax.Array) -> tuple[EnvLoopState, tuple]:
+        action_key, env_key = jax.random.split(key)
+        ts = loop.timestep
+        carry, logits = networks.act(params["actor"], loop.carry, ts.obs, loop.first, ts.avail)
+        action = sample_actions(action_key, logits)
+        value = networks.value(params["critic"], ts.state)
+        env_state, next_ts = jax.vmap(env.step)(
+            jax.random.split(env_key, num_envs), loop.env_state, action
+        )
+        transition = Transition(
+            obs=ts.obs,
+            state=ts.state,
+            avail=ts.avail,
+            first=loop.first,
+            action=action,
+            log_prob=categorical_log_prob(logits, action),
+            value=value,
+            next_value=networks.value(params["critic"], next_ts.final_state),
+            reward=next_ts.reward,
+            terminated=next_ts.terminated,
+            done=next_ts.done,
+        )
+        done = next_ts.done
+        episode = EpisodeMetrics(
+            episodes=done.sum(),
+            return_sum=jnp.where(done, next_ts.episode_return, 0.0).sum(),
+            length_sum=jnp.where(done, next_ts.episode_length, 0).sum(),
+            wins=(done & next_ts.won).sum(),
+        )
+        return EnvLoopState(env_state, next_ts, done, carry), (transition, episode)
+
+    new_loop, (transitions, episodes) = jax.lax.scan(step, loop, jax.random.split(key, length))
+    trajectory = Trajectory(transitions, loop.carry)
+    return new_loop, trajectory, jax.tree.map(jnp.sum, episodes)
