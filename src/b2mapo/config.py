@@ -75,7 +75,9 @@ class TrainConfig:
 
     @property
     def num_updates(self) -> int:
-        return max(1, math.ceil(self.total_steps / self.steps_per_update))
+        """Updates per seed: enough for ``total_steps``, rounded up to whole chunks."""
+        updates = math.ceil(self.total_steps / self.steps_per_update)
+        return math.ceil(updates / self.updates_per_chunk) * self.updates_per_chunk
 
     @property
     def run_dir(self) -> str:

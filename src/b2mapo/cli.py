@@ -1,0 +1,101 @@
+"""``b2mapo`` command line: ``train``, ``eval`` and ``envs``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import tyro
+from rich.console import Console
+
+from b2mapo.config import PRESETS, ConfigError, TrainConfig, resolve
+
+USAGE = """usage: b2mapo {train,eval,envs} [options]
+
+  train   train an algorithm on an environment (b2mapo train --help lists every option)
+  eval    evaluate the newest checkpoint of a run directory
+  envs    list the registered environments
+"""
+
+
+@dataclass(frozen=True)
+class EvalArgs:
+    """Evaluate the newest checkpoint of a run, greedy and sampled."""
+
+    run_dir: Annotated[Path, tyro.conf.Positional]
+    """A directory written by ``b2mapo train``."""
+    episodes: int | None = None
+    """Episodes per evaluation; default: the run's ``eval_episodes``."""
+
+
+def _preset_defaults(args: list[str]) -> TrainConfig:
+    """Defaults for ``train``: the config defaults overlaid with the ``--algo`` preset."""
+    algo = TrainConfig.algo
+    for i, arg in enumerate(args):
+        if arg == "--algo" and i + 1 < len(args):
+            algo = args[i + 1]
+        elif arg.startswith("--algo="):
+            algo = arg.split("=", 1)[1]
+    if algo not in PRESETS:
+        raise ConfigError(f"unknown algo {algo!r}; choose one of: {', '.join(PRESETS)}")
+    return TrainConfig(**{**PRESETS[algo], "algo": algo})
+
+
+def _train(args: list[str], console: Console) -> None:
+    from b2mapo.runner import summary_table, train
+
+    parsed = tyro.cli(TrainConfig, args=args, default=_preset_defaults(args), prog="b2mapo train")
+    cfg = resolve(parsed.to_dict())
+    console.print(
+        f"training [bold]{cfg.algo}[/] on [bold]{cfg.env}[/]: {cfg.seeds} seed(s) x "
+        f"{cfg.num_updates * cfg.steps_per_update:,} env steps -> {cfg.run_dir}"
+    )
+    summary = train(cfg, console)
+    console.print(summary_table(summary, f"{cfg.algo} on {cfg.env}"))
+
+
+def _eval(args: list[str], console: Console) -> None:
+    from b2mapo.runner import evaluate_run, summary_table
+
+    parsed = tyro.cli(EvalArgs, args=args, prog="b2mapo eval")
+    summary = evaluate_run(parsed.run_dir, parsed.episodes)
+    console.print(summary_table(summary, f"evaluation of {parsed.run_dir}"))
+    console.print_json(json.dumps(summary.as_dict()))
+
+
+def _envs(args: list[str], console: Console) -> None:
+    from b2mapo.envs import REGISTRY, make_env
+
+    del args
+    for name in REGISTRY:
+        spec = make_env(name).spec
+        console.print(
+            f"{name:24s} agents {spec.num_agents:3d}  obs {spec.obs_dim:4d}  "
+            f"state {spec.state_dim:4d}  actions {spec.num_actions:3d}  "
+            f"episode limit {spec.episode_limit}"
+        )
+
+
+COMMANDS = {"train": _train, "eval": _eval, "envs": _envs}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``b2mapo`` console script."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        sys.exit(0 if argv else 2)
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"b2mapo: error: unknown command {command!r}; choose one of: {', '.join(COMMANDS)}",
+              file=sys.stderr)
+        sys.exit(2)
+    console = Console()
+    try:
+        COMMANDS[command](rest, console)
+    except ConfigError as error:
+        print(f"b2mapo {command}: error: {error}", file=sys.stderr)
+        sys.exit(2)

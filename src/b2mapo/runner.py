@@ -1,0 +1,277 @@
+"""The thin Python loop around the compiled chunk: progress, metrics, evaluation, checkpoints."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from b2mapo import checkpoint
+from b2mapo.checkpoint import atomic_write
+from b2mapo.config import TrainConfig
+from b2mapo.train import RunnerState, Trainer
+
+METRICS_FILE = "metrics.jsonl"
+LOSS_KEYS = ("policy_loss", "value_loss", "entropy")
+# Keys of evaluation runs are offset from training keys so evaluation never shares randomness.
+EVAL_SEED_OFFSET = 1_000_003
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite; training stopped without saving the bad state."""
+
+
+@dataclass
+class MetricsLog:
+    """Append-only JSON-lines log of per-update, per-seed metrics and evaluations."""
+
+    path: Path
+    _tensorboard: Any = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        try:
+            from tensorboardX import SummaryWriter  # optional dependency
+
+            self._tensorboard = SummaryWriter(str(self.path.parent / "tensorboard"))
+        except ImportError:
+            self._tensorboard = None
+
+    def keep_until(self, update: int) -> None:
+        """Drop records past ``update`` (written after the checkpoint a run resumes from)."""
+        if not self.path.exists():
+            return
+        kept = [
+            line
+            for line in self.path.read_text().splitlines()
+            if line and json.loads(line)["update"] <= update
+        ]
+        atomic_write(self.path, "".join(line + "\n" for line in kept).encode())
+
+    def write(self, records: list[dict[str, Any]]) -> None:
+        with self.path.open("a") as f:
+            for record in records:
+                f.write(json.dumps(record) + "\n")
+        if self._tensorboard is not None:
+            for record in records:
+                tag = f"{record['kind']}/seed{record['seed']}"
+                for key, value in record.items():
+                    if isinstance(value, float):
+                        self._tensorboard.add_scalar(f"{tag}/{key}", value, record["env_steps"])
+
+
+@dataclass
+class Summary:
+    """What a finished (or evaluated) run reports."""
+
+    run_dir: Path
+    updates: int
+    env_steps: int
+    eval_greedy: dict[str, np.ndarray]
+    eval_sampled: dict[str, np.ndarray]
+    compile_seconds: float = 0.0
+    train_seconds: float = 0.0
+    steady_steps_per_second: float = float("nan")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_dir": str(self.run_dir),
+            "updates": self.updates,
+            "env_steps": self.env_steps,
+            "eval_greedy": {k: v.tolist() for k, v in self.eval_greedy.items()},
+            "eval_sampled": {k: v.tolist() for k, v in self.eval_sampled.items()},
+            "compile_seconds": self.compile_seconds,
+            "train_seconds": self.train_seconds,
+            "steady_steps_per_second": self.steady_steps_per_second,
+        }
+
+
+def shard_over_seeds(state: Any, num_seeds: int) -> Any:
+    """Spread the seed axis over all devices when it divides evenly; else leave it alone."""
+    devices = jax.devices()
+    if len(devices) == 1 or num_seeds % len(devices):
+        return state
+    sharding = NamedSharding(Mesh(np.array(devices), ("seed",)), PartitionSpec("seed"))
+    return jax.device_put(state, sharding)
+
+
+def _records(metrics: dict[str, jax.Array], first_update: int, cfg: TrainConfig) -> list[dict]:
+    """Per-update, per-seed training records from a chunk's metrics ``[seeds, updates]``."""
+    host = {k: np.asarray(v) for k, v in metrics.items()}
+    seeds, updates = next(iter(host.values())).shape
+    return [
+        {
+            "kind": "train",
+            "update": first_update + u + 1,
+            "env_steps": (first_update + u + 1) * cfg.steps_per_update,
+            "seed": cfg.seed + s,
+            **{k: float(v[s, u]) for k, v in host.items()},
+        }
+        for u in range(updates)
+        for s in range(seeds)
+    ]
+
+
+def _check_finite(metrics: dict[str, jax.Array], first_update: int, last_good: str) -> None:
+    for key in LOSS_KEYS:
+        values = np.asarray(metrics[key])
+        bad = ~np.isfinite(values)
+        if bad.any():
+            seed, update = np.argwhere(bad)[0]
+            raise TrainingDiverged(
+                f"{key} is {values[seed, update]} at update {first_update + update + 1} "
+                f"(seed index {seed}); training stopped; last good checkpoint: {last_good}"
+            )
+
+
+def evaluate(trainer: Trainer, state: RunnerState) -> tuple[dict, dict]:
+    """Greedy and sampled evaluation of every seed's current policy."""
+    update = int(np.asarray(state.update).max())
+    keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(
+        trainer.seed_keys(EVAL_SEED_OFFSET), update
+    )
+    results = []
+    for greedy in (True, False):
+        result = trainer.evaluate(state.learner.params, keys, greedy)
+        results.append({k: np.asarray(v) for k, v in result._asdict().items()})
+    return results[0], results[1]
+
+
+def _eval_records(update: int, cfg: TrainConfig, greedy: dict, sampled: dict) -> list[dict]:
+    return [
+        {
+            "kind": "eval",
+            "update": update,
+            "env_steps": update * cfg.steps_per_update,
+            "seed": cfg.seed + s,
+            **{f"greedy_{k}": float(v[s]) for k, v in greedy.items()},
+            **{f"sampled_{k}": float(v[s]) for k, v in sampled.items()},
+        }
+        for s in range(cfg.seeds)
+    ]
+
+
+def train(cfg: TrainConfig, console: Console | None = None) -> Summary:
+    """Train (or resume) the run ``cfg`` describes; returns its final evaluation."""
+    console = console or Console()
+    run_dir = Path(cfg.run_dir)
+    trainer = Trainer(cfg)
+    state = trainer.init()
+
+    if (run_dir / checkpoint.CONFIG_FILE).exists():
+        checkpoint.check_resumable(checkpoint.load_config(run_dir), cfg)
+    restored = checkpoint.restore_latest(run_dir, state)
+    last_good = "none yet"
+    if restored is not None:
+        update, state = restored
+        last_good = str(checkpoint.checkpoints(run_dir)[-1][1])
+        console.print(f"resuming {run_dir} from update {update}")
+    checkpoint.save_config(run_dir, cfg)
+    log = MetricsLog(run_dir / METRICS_FILE)
+    log.keep_until(int(np.asarray(state.update).max()))
+
+    state = shard_over_seeds(state, cfg.seeds)
+    start = time.perf_counter()
+    chunk = trainer.chunk.lower(state).compile()
+    compile_seconds = time.perf_counter() - start
+
+    updates_per_chunk, total_updates = cfg.updates_per_chunk, cfg.num_updates
+    done_updates = int(np.asarray(state.update).max())
+    eval_chunks = max(1, math.ceil(cfg.eval_every / updates_per_chunk)) if cfg.eval_every else 0
+    steady_seconds, steady_updates, train_seconds = 0.0, 0, 0.0
+
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f}/{task.total:,.0f} steps"),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=console,
+    )
+    with progress:
+        task = progress.add_task(
+            cfg.env,
+            total=total_updates * cfg.steps_per_update,
+            completed=done_updates * cfg.steps_per_update,
+            status="",
+        )
+        chunk_index = 0
+        while done_updates < total_updates:
+            tic = time.perf_counter()
+            state, metrics = chunk(state)
+            jax.block_until_ready(metrics)
+            seconds = time.perf_counter() - tic
+            train_seconds += seconds
+            if chunk_index > 0:  # the first call still pays one-off costs
+                steady_seconds += seconds
+                steady_updates += updates_per_chunk
+            _check_finite(metrics, done_updates, last_good)
+            log.write(_records(metrics, done_updates, cfg))
+            done_updates += updates_per_chunk
+            chunk_index += 1
+
+            status = (
+                f"win {np.asarray(metrics['win_rate'])[:, -1].mean():.2f} "
+                f"return {np.asarray(metrics['episode_return'])[:, -1].mean():.2f} "
+                f"{updates_per_chunk * cfg.steps_per_update * cfg.seeds / seconds:,.0f} steps/s"
+            )
+            if eval_chunks and (chunk_index % eval_chunks == 0 or done_updates >= total_updates):
+                greedy, sampled = evaluate(trainer, state)
+                log.write(_eval_records(done_updates, cfg, greedy, sampled))
+                status += f" | eval win {greedy['win_rate'].mean():.2f}"
+            last_good = str(checkpoint.save(run_dir, done_updates, state))
+            progress.update(task, completed=done_updates * cfg.steps_per_update, status=status)
+
+    greedy, sampled = evaluate(trainer, state)
+    steady = steady_updates * cfg.steps_per_update * cfg.seeds / steady_seconds if steady_seconds else float("nan")
+    summary = Summary(
+        run_dir=run_dir,
+        updates=done_updates,
+        env_steps=done_updates * cfg.steps_per_update,
+        eval_greedy=greedy,
+        eval_sampled=sampled,
+        compile_seconds=compile_seconds,
+        train_seconds=train_seconds,
+        steady_steps_per_second=steady,
+    )
+    atomic_write(run_dir / "summary.json", json.dumps(summary.as_dict(), indent=2).encode())
+    return summary
+
+
+def summary_table(summary: Summary, title: str) -> Table:
+    """A small table of the final evaluation (mean ± std over seeds) and run facts."""
+    table = Table(title=title, show_header=False)
+    for name, result in (("greedy", summary.eval_greedy), ("sampled", summary.eval_sampled)):
+        for key in ("win_rate", "episode_return"):
+            values = result[key]
+            table.add_row(f"eval {name} {key}", f"{values.mean():.3f} ± {values.std():.3f}")
+    table.add_row("updates / env steps per seed", f"{summary.updates:,} / {summary.env_steps:,}")
+    if summary.train_seconds:
+        table.add_row("compile time", f"{summary.compile_seconds:.1f} s")
+        table.add_row("training time", f"{summary.train_seconds:.1f} s")
+        table.add_row("env steps/s (steady, all seeds)", f"{summary.steady_steps_per_second:,.0f}")
+    table.add_row("run directory", str(summary.run_dir))
+    return table
+
+
+def evaluate_run(run_dir: Path, episodes: int | None = None) -> Summary:
+    """Evaluate the newest checkpoint of a run directory with its saved config."""
+    cfg = checkpoint.load_config(run_dir)
+    if episodes is not None:
+        cfg = TrainConfig(**{**cfg.to_dict(), "eval_episodes": episodes}).validate()
+    trainer = Trainer(cfg)
+    restored = checkpoint.restore_latest(run_dir, trainer.init())
+    if restored is None:
+        raise checkpoint.ConfigError(f"{run_dir} has no checkpoint to evaluate")
+    update, state = restored
+    greedy, sampled = evaluate(trainer, state)
+    return Summary(run_dir, update, update * cfg.steps_per_update, greedy, sampled)
