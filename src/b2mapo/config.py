@@ -89,8 +89,17 @@ class TrainConfig:
             raise ConfigError(f"unknown env {self.env!r}; choose one of: {', '.join(REGISTRY)}")
         if self.algo not in PRESETS:
             raise ConfigError(f"unknown algo {self.algo!r}; choose one of: {', '.join(PRESETS)}")
-        for name in ("seeds", "total_steps", "num_envs", "rollout_len", "epochs", "minibatches",
-                     "hidden_size", "updates_per_chunk", "eval_episodes"):
+        for name in (
+            "seeds",
+            "total_steps",
+            "num_envs",
+            "rollout_len",
+            "epochs",
+            "minibatches",
+            "hidden_size",
+            "updates_per_chunk",
+            "eval_episodes",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be a positive integer")
         for name in ("episode_limit", "eval_every", "seed"):
@@ -114,8 +123,9 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-# Fields a resumed run may change without invalidating its checkpoint.
-RESUMABLE_CHANGES = frozenset({"total_steps", "eval_every", "eval_episodes", "out"})
+# Fields a resumed run may change: they do not affect training (total_steps does, via the
+# learning-rate schedule).
+RESUMABLE_CHANGES = frozenset({"eval_every", "eval_episodes", "out"})
 
 # Algorithm presets: values that differ from the TrainConfig defaults. Data, not code paths.
 PRESETS: dict[str, dict[str, Any]] = {

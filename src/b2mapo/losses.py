@@ -50,9 +50,7 @@ def normalise(x: jax.Array, mask: jax.Array, eps: float = 1e-8) -> jax.Array:
     return (x - mean) / (std + eps)
 
 
-def clipped_surrogate(
-    ratio: jax.Array, advantages: jax.Array, clip_eps: float
-) -> jax.Array:
+def clipped_surrogate(ratio: jax.Array, advantages: jax.Array, clip_eps: float) -> jax.Array:
     """PPO's clipped surrogate objective per sample (to be maximised)."""
     clipped = jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
     return jnp.minimum(ratio * advantages, clipped * advantages)
@@ -73,7 +71,9 @@ def clipped_value_loss(
 ) -> jax.Array:
     """MAPPO's value loss per sample: the larger of the clipped and unclipped Huber errors."""
     clipped_values = old_values + jnp.clip(values - old_values, -clip_eps, clip_eps)
-    return jnp.maximum(huber(targets - values, huber_delta), huber(targets - clipped_values, huber_delta))
+    return jnp.maximum(
+        huber(targets - values, huber_delta), huber(targets - clipped_values, huber_delta)
+    )
 
 
 def categorical_log_prob(logits: jax.Array, actions: jax.Array) -> jax.Array:

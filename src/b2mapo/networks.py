@@ -66,7 +66,9 @@ def with_agent_id(x: jax.Array) -> jax.Array:
 
 def critic_input(state: jax.Array, num_agents: int) -> jax.Array:
     """Per-agent critic input ``[..., n, state_dim + n]`` from a global state ``[..., state_dim]``."""
-    per_agent = jnp.broadcast_to(state[..., None, :], (*state.shape[:-1], num_agents, state.shape[-1]))
+    per_agent = jnp.broadcast_to(
+        state[..., None, :], (*state.shape[:-1], num_agents, state.shape[-1])
+    )
     return with_agent_id(per_agent)
 
 

@@ -232,7 +232,11 @@ def train(cfg: TrainConfig, console: Console | None = None) -> Summary:
             progress.update(task, completed=done_updates * cfg.steps_per_update, status=status)
 
     greedy, sampled = evaluate(trainer, state)
-    steady = steady_updates * cfg.steps_per_update * cfg.seeds / steady_seconds if steady_seconds else float("nan")
+    steady = (
+        steady_updates * cfg.steps_per_update * cfg.seeds / steady_seconds
+        if steady_seconds
+        else float("nan")
+    )
     summary = Summary(
         run_dir=run_dir,
         updates=done_updates,

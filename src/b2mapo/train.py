@@ -42,7 +42,9 @@ class Trainer:
         self.env = make_env(cfg.env, cfg.episode_limit or None)
         self.networks = Networks(self.env.spec, cfg.hidden_size, cfg.share_params)
         self.chunk = jax.jit(jax.vmap(self._chunk_one))
-        self.evaluate = jax.jit(jax.vmap(self._evaluate_one, in_axes=(0, 0, None)), static_argnums=2)
+        self.evaluate = jax.jit(
+            jax.vmap(self._evaluate_one, in_axes=(0, 0, None)), static_argnums=2
+        )
 
     def seed_keys(self, offset: int = 0) -> jax.Array:
         """One PRNG key per seed: seed i of the run uses ``cfg.seed + i``."""
@@ -113,4 +115,3 @@ class Trainer:
         steps = jax.random.split(key, self.env.spec.episode_limit)
         (_, _, won, ret, length), _ = jax.lax.scan(step, carry, steps)
         return EvalResult(won.mean(), ret.mean(), length.mean())
-

@@ -170,7 +170,7 @@ def mappo_update(
             "actor": optax.apply_updates(state.params["actor"], actor_updates),
             "critic": optax.apply_updates(state.params["critic"], critic_updates),
         }
-        metrics["grad_norm"] = optax.global_norm(grads["actor"])
+        metrics["grad_norm"] = optax.tree.norm(grads["actor"])
         return state._replace(params=params, actor_opt=actor_opt, critic_opt=critic_opt), metrics
 
     def epoch(state: LearnerState, key: jax.Array) -> tuple[LearnerState, dict[str, jax.Array]]:

@@ -143,9 +143,7 @@ class JaxMARLAdapter:
         stepped = self._observe(raw_obs, inner)
 
         reset_state, reset_timestep = self.reset(reset_key)
-        next_inner = jax.tree.map(
-            lambda r, s: jnp.where(done, r, s), reset_state.inner, inner
-        )
+        next_inner = jax.tree.map(lambda r, s: jnp.where(done, r, s), reset_state.inner, inner)
         obs, global_state, avail = jax.tree.map(
             lambda r, s: jnp.where(done, r, s),
             (reset_timestep.obs, reset_timestep.state, reset_timestep.avail),

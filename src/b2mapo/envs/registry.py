@@ -24,7 +24,5 @@ class UnknownEnvError(ValueError):
 def make_env(name: str, episode_limit: int | None = None) -> Env:
     """Build a registered environment; ``episode_limit`` overrides its default time limit."""
     if name not in REGISTRY:
-        raise UnknownEnvError(
-            f"unknown environment {name!r}; choose one of: {', '.join(REGISTRY)}"
-        )
+        raise UnknownEnvError(f"unknown environment {name!r}; choose one of: {', '.join(REGISTRY)}")
     return REGISTRY[name](episode_limit=episode_limit)

@@ -72,4 +72,3 @@ class SMAXEnv(JaxMARLAdapter):
         won = terminated & enemies_dead & ~allies_dead
         reward = rewards[self._agents[0]]  # shared: every ally gets the team reward
         return reward, terminated, won
-

@@ -1,0 +1,63 @@
+"""Bad input gets a one-line error naming the value and what is allowed, exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from b2mapo.config import ConfigError, resolve
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "b2mapo", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["train", "--env", "smax:4m"], ["smax:4m", "smax:3m", "mpe:simple_spread"]),
+        (["train", "--algo", "ppo2"], ["ppo2", "mappo"]),
+        (["train", "--num-envs", "10", "--minibatches", "4"], ["minibatches=4", "num_envs=10"]),
+        (["train", "--gamma", "1.5"], ["gamma=1.5", "[0, 1]"]),
+        (["frobnicate"], ["frobnicate", "train"]),
+    ],
+)
+def test_bad_input_is_a_clear_error(args: list[str], expected: list[str], tmp_path: Path) -> None:
+    """Unknown env/algo/command and inconsistent values exit 2 with a one-line message."""
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(error_lines) == 1, result.stderr
+    for fragment in expected:
+        assert fragment in error_lines[0]
+
+
+def test_eval_of_a_directory_without_a_run(tmp_path: Path) -> None:
+    """``b2mapo eval`` on a directory that holds no run says so."""
+    result = run_cli("eval", str(tmp_path), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "not a run directory" in result.stderr
+
+
+def test_envs_lists_the_registry(tmp_path: Path) -> None:
+    """``b2mapo envs`` lists the default map, the custom scenarios and MPE."""
+    result = run_cli("envs", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for name in ("smax:3m", "smax:8m_vs_9m", "smax:6z_vs_24zg", "mpe:simple_spread"):
+        assert name in result.stdout
+
+
+def test_resolve_rejects_unknown_fields() -> None:
+    """A config dict with a field that does not exist is refused, naming it."""
+    with pytest.raises(ConfigError, match="learning_rate"):
+        resolve({"learning_rate": 1e-3})

@@ -1,0 +1,93 @@
+"""Checkpoints: a killed run resumes to the same parameters; mismatches and NaN stop clearly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import serialization
+
+from b2mapo import checkpoint, runner
+from b2mapo.config import ConfigError
+from b2mapo.train import Trainer
+
+
+def final_params(run_dir: Path) -> dict:
+    _, path = checkpoint.checkpoints(run_dir)[-1]
+    return serialization.msgpack_restore(path.read_bytes())["learner"]["params"]
+
+
+class Killed(Exception):
+    """Stands in for the process being killed right after a checkpoint is written."""
+
+
+def test_killed_run_resumes_to_the_same_parameters(tiny_config, tmp_path, monkeypatch) -> None:
+    """Kill after the first checkpoint, rerun the same command: same result as no kill."""
+    straight = tiny_config(out=str(tmp_path / "straight"), total_steps=4 * 8 * 4 * 2)
+    runner.train(straight)
+
+    killed = tiny_config(out=str(tmp_path / "killed"), total_steps=4 * 8 * 4 * 2)
+    real_save = checkpoint.save
+
+    def save_then_die(*args, **kwargs):
+        path = real_save(*args, **kwargs)
+        raise Killed(path)
+
+    monkeypatch.setattr(checkpoint, "save", save_then_die)
+    with pytest.raises(Killed):
+        runner.train(killed)
+    monkeypatch.setattr(checkpoint, "save", real_save)
+    assert [u for u, _ in checkpoint.checkpoints(killed.run_dir)] == [2]
+    runner.train(killed)
+
+    a, b = final_params(straight.run_dir), final_params(killed.run_dir)
+    leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
+    assert len(leaves_a) == len(leaves_b) > 0
+    for x, y in zip(leaves_a, leaves_b, strict=True):
+        np.testing.assert_array_equal(x, y)
+    updates = [line for line in (Path(killed.run_dir) / "metrics.jsonl").read_text().splitlines()]
+    assert sum('"kind": "train"' in line for line in updates) == 8  # 8 updates x 1 seed, no repeats
+
+
+def test_checkpoint_of_another_config_is_refused(tiny_config, tmp_path) -> None:
+    """Resuming into a directory trained with another network size names the field."""
+    runner.train(tiny_config(out=str(tmp_path / "run")))
+    with pytest.raises(ConfigError, match="hidden_size"):
+        runner.train(tiny_config(out=str(tmp_path / "run"), hidden_size=16))
+
+
+def test_nan_stops_training_and_keeps_the_last_good_checkpoint(
+    tiny_config, tmp_path, monkeypatch
+) -> None:
+    """A NaN loss at update 3 stops the run, names the update, and saves nothing past update 2."""
+
+    class PoisonedTrainer(Trainer):
+        def _round(self, state, x):
+            state, metrics = super()._round(state, x)
+            bad = jnp.where(state.update >= 3, jnp.nan, 0.0)
+            return state, metrics | {"value_loss": metrics["value_loss"] + bad}
+
+    monkeypatch.setattr(runner, "Trainer", PoisonedTrainer)
+    cfg = tiny_config(total_steps=4 * 8 * 4 * 2)
+    with pytest.raises(runner.TrainingDiverged, match="at update 3") as error:
+        runner.train(cfg)
+    assert "update_00000002" in str(error.value)
+    assert [u for u, _ in checkpoint.checkpoints(cfg.run_dir)] == [2]
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch) -> None:
+    """A failed write keeps the old file intact and leaves no temporary behind."""
+    target = tmp_path / "file.bin"
+    checkpoint.atomic_write(target, b"old")
+
+    def fail(_: int) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint.os, "fsync", fail)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint.atomic_write(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.bin"]
