@@ -65,7 +65,7 @@ def with_agent_id(x: jax.Array) -> jax.Array:
 
 
 def critic_input(state: jax.Array, num_agents: int) -> jax.Array:
-    """Per-agent critic input ``[..., n, state_dim + n]`` from a global state ``[..., state_dim]``."""
+    """Per-agent critic input ``[..., n, state_dim + n]`` from global states ``[..., state_dim]``."""
     per_agent = jnp.broadcast_to(
         state[..., None, :], (*state.shape[:-1], num_agents, state.shape[-1])
     )
@@ -142,7 +142,7 @@ class Networks:
         first: jax.Array,
         avail: jax.Array,
     ) -> jax.Array:
-        """Replay the actor over a sequence: inputs ``[T, B, n, ...]`` -> logits ``[T, B, n, A]``."""
+        """Replay the actor over a sequence: inputs ``[T, B, n, ...]``, logits ``[T, B, n, A]``."""
 
         def step(c: jax.Array, inputs: tuple[jax.Array, ...]) -> tuple[jax.Array, jax.Array]:
             return self.act(actor_params, c, *inputs)

@@ -1,4 +1,4 @@
-"""SMAX (jaxmarl's SMAC re-implementation) behind the b2mapo contract, allies vs scripted enemies."""
+"""SMAX (jaxmarl's SMAC re-implementation) behind the b2mapo contract: allies vs scripted foes."""
 
 from __future__ import annotations
 
