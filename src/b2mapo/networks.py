@@ -65,7 +65,7 @@ def with_agent_id(x: jax.Array) -> jax.Array:
 
 
 def critic_input(state: jax.Array, num_agents: int) -> jax.Array:
-    """Per-agent critic input ``[..., n, state_dim + n]`` from global states ``[..., state_dim]``."""
+    """Per-agent critic input ``[..., n, state_dim + n]`` from states ``[..., state_dim]``."""
     per_agent = jnp.broadcast_to(
         state[..., None, :], (*state.shape[:-1], num_agents, state.shape[-1])
     )
