@@ -17,14 +17,14 @@ class SimpleSpreadEnv(JaxMARLAdapter):
     concatenation of all agents' observations."""
 
     def __init__(self, num_agents: int = 3, episode_limit: int | None = None) -> None:
-        limit_kwargs = {} if episode_limit is None else {"max_steps": episode_limit}
+        # jaxmarl's MPE ends an episode on the step after ``max_steps`` steps.
+        limit_kwargs = {} if episode_limit is None else {"max_steps": episode_limit - 1}
         env = SimpleSpreadMPE(num_agents=num_agents, num_landmarks=num_agents, **limit_kwargs)
         obs_dim = int(env.observation_spaces[env.agents[0]].shape[0])
         super().__init__(
             env,
             name="mpe:simple_spread",
             state_dim=obs_dim * num_agents,
-            # jaxmarl's MPE ends an episode on the step after ``max_steps`` steps.
             episode_limit=int(env.max_steps) + 1,
         )
 

@@ -42,14 +42,15 @@ class SMAXEnv(JaxMARLAdapter):
     """``HeuristicEnemySMAX`` on one map: shared reward, a win is the won-battle bonus."""
 
     def __init__(self, map_name: str, episode_limit: int | None = None, **kwargs: Any) -> None:
-        limit_kwargs = {} if episode_limit is None else {"max_steps": episode_limit}
+        # jaxmarl's SMAX ends an episode on the step after ``max_steps`` steps.
+        limit_kwargs = {} if episode_limit is None else {"max_steps": episode_limit - 1}
         env = HeuristicEnemySMAX(scenario=map_name_to_scenario(map_name), **limit_kwargs, **kwargs)
         obs, _ = env.reset(jax.random.PRNGKey(0))
         super().__init__(
             env,
             name=f"smax:{map_name}",
             state_dim=int(obs["world_state"].shape[0]),
-            episode_limit=int(env.max_steps),
+            episode_limit=int(env.max_steps) + 1,
         )
         self._num_allies = env.num_allies
         self._won_bonus = float(env.won_battle_bonus)
