@@ -26,20 +26,47 @@ def _dense(features: int, scale: float) -> nn.Dense:
 
 
 class RecurrentActor(nn.Module):
-    """One step of the GRU actor: obs -> MLP -> GRU -> masked logits (one agent, a batch)."""
+    """GRU actor: obs -> Dense+ReLU -> GRU -> masked logits, for one agent and a batch.
+
+    Split into ``encode`` (everything that depends on the observation alone: the input layer
+    and the GRU's input projections), ``recur`` (the GRU's hidden update) and ``head``, so
+    that training runs ``encode`` and ``head`` over a whole sequence at once and only the
+    small hidden matmul stays inside the time loop.
+    """
 
     hidden_size: int
     num_actions: int
 
-    @nn.compact
+    def setup(self) -> None:
+        self.input_layer = _dense(self.hidden_size, np.sqrt(2))
+        self.input_gates = nn.Dense(3 * self.hidden_size)  # reset, update, candidate
+        self.hidden_gates = nn.Dense(3 * self.hidden_size, kernel_init=nn.initializers.orthogonal())
+        self.policy_head = _dense(self.num_actions, 0.01)
+
     def __call__(
         self, carry: jax.Array, obs: jax.Array, first: jax.Array, avail: jax.Array
     ) -> tuple[jax.Array, jax.Array]:
-        x = nn.relu(_dense(self.hidden_size, np.sqrt(2))(obs))
+        carry, features = self.recur(carry, self.encode(obs), first)
+        return carry, self.head(features, avail)
+
+    def encode(self, obs: jax.Array) -> jax.Array:
+        return self.input_gates(nn.relu(self.input_layer(obs)))
+
+    def recur(
+        self, carry: jax.Array, input_gates: jax.Array, first: jax.Array
+    ) -> tuple[jax.Array, jax.Array]:
+        """One GRU step (flax ``GRUCell`` equations); ``first`` zeroes the carry first."""
         carry = jnp.where(first[..., None], jnp.zeros_like(carry), carry)
-        carry, x = nn.GRUCell(self.hidden_size)(carry, x)
-        logits = _dense(self.num_actions, 0.01)(x)
-        return carry, jnp.where(avail, logits, MASKED_LOGIT)
+        x_r, x_z, x_n = jnp.split(input_gates, 3, axis=-1)
+        h_r, h_z, h_n = jnp.split(self.hidden_gates(carry), 3, axis=-1)
+        reset = nn.sigmoid(x_r + h_r)
+        update = nn.sigmoid(x_z + h_z)
+        candidate = jnp.tanh(x_n + reset * h_n)
+        carry = (1.0 - update) * candidate + update * carry
+        return carry, carry
+
+    def head(self, features: jax.Array, avail: jax.Array) -> jax.Array:
+        return jnp.where(avail, self.policy_head(features), MASKED_LOGIT)
 
 
 class StateCritic(nn.Module):
@@ -111,6 +138,15 @@ class Networks:
         """Zero GRU state for ``batch_shape + (n,)`` agents."""
         return jnp.zeros((*batch_shape, self.spec.num_agents, self.hidden_size))
 
+    def _per_agent(self, method: Any, agent_axis: int, *args: jax.Array) -> Any:
+        """Apply an actor method to every agent (inputs carry the agent axis at ``agent_axis``)."""
+
+        def apply(params: Params, *inputs: jax.Array) -> Any:
+            return self.actor.apply(params, *inputs, method=method)
+
+        in_axes = (self._param_axis, *([agent_axis] * len(args)))
+        return jax.vmap(apply, in_axes=in_axes, out_axes=agent_axis)
+
     def act(
         self,
         actor_params: Params,
@@ -124,7 +160,7 @@ class Networks:
         Returns the new carry ``[B, n, h]`` and masked logits ``[B, n, A]``.
         """
         first = jnp.broadcast_to(first[:, None], obs.shape[:2])
-        apply = jax.vmap(self.actor.apply, in_axes=(self._param_axis, 1, 1, 1, 1), out_axes=1)
+        apply = self._per_agent(RecurrentActor.__call__, 1, carry, obs, first, avail)
         return apply(actor_params, carry, with_agent_id(obs), first, avail)
 
     def value(self, critic_params: Params, state: jax.Array) -> jax.Array:
@@ -142,10 +178,20 @@ class Networks:
         first: jax.Array,
         avail: jax.Array,
     ) -> jax.Array:
-        """Replay the actor over a sequence: inputs ``[T, B, n, ...]``, logits ``[T, B, n, A]``."""
+        """Replay the actor over a sequence: inputs ``[T, B, n, ...]``, logits ``[T, B, n, A]``.
 
-        def step(c: jax.Array, inputs: tuple[jax.Array, ...]) -> tuple[jax.Array, jax.Array]:
-            return self.act(actor_params, c, *inputs)
+        The same function as ``act`` step by step, but the input layers and the policy head
+        run once over the whole sequence; only the GRU's hidden update is sequential.
+        """
+        first = jnp.broadcast_to(first[..., None], obs.shape[:3])
+        obs = with_agent_id(obs)
+        encode = self._per_agent(RecurrentActor.encode, 2, obs)
+        input_gates = encode(actor_params, obs)
+        recur = self._per_agent(RecurrentActor.recur, 1, carry, input_gates[0], first[0])
 
-        _, logits = jax.lax.scan(step, carry, (obs, first, avail))
-        return logits
+        def step(c: jax.Array, inputs: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+            return recur(actor_params, c, *inputs)
+
+        _, features = jax.lax.scan(step, carry, (input_gates, first))
+        head = self._per_agent(RecurrentActor.head, 2, features, avail)
+        return head(actor_params, features, avail)
