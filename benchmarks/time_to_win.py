@@ -33,6 +33,9 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=1_500_000)
     parser.add_argument("--eval-episodes", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--set", nargs="*", default=[], metavar="FIELD=VALUE", help="config overrides (JSON values)"
+    )
     parser.add_argument("--out", default="benchmarks/results/time_to_win.json")
     args = parser.parse_args()
 
@@ -44,6 +47,7 @@ def main() -> None:
             "seed": args.seed,
             "total_steps": args.max_steps,
             "eval_episodes": args.eval_episodes,
+            **{k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)},
         }
     )
     trainer = Trainer(cfg)

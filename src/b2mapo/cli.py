@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,15 +82,6 @@ def _envs(args: list[str], console: Console) -> None:
 COMMANDS = {"train": _train, "eval": _eval, "envs": _envs}
 
 
-def enable_compilation_cache() -> None:
-    """Reuse compiled programs across runs (JAX's persistent cache); honours an existing
-    ``JAX_COMPILATION_CACHE_DIR``, else uses ``~/.cache/b2mapo/jax``."""
-    import jax
-
-    if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-        jax.config.update("jax_compilation_cache_dir", str(Path.home() / ".cache/b2mapo/jax"))
-
-
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``b2mapo`` console script."""
     argv = sys.argv[1:] if argv is None else argv
@@ -106,7 +96,6 @@ def main(argv: list[str] | None = None) -> None:
         )
         sys.exit(2)
     console = Console()
-    enable_compilation_cache()
     try:
         COMMANDS[command](rest, console)
     except ConfigError as error:

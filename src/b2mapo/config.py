@@ -34,9 +34,9 @@ class TrainConfig:
     """Steps collected per environment between updates."""
     epochs: int = 4
     """PPO epochs over each rollout."""
-    minibatches: int = 2
+    minibatches: int = 4
     """Minibatches per epoch (split over environments; must divide ``num_envs``)."""
-    lr: float = 1e-3
+    lr: float = 2e-3
     """Adam learning rate of actor and critic."""
     anneal_lr: bool = True
     """Decay the learning rate linearly to zero over the run."""
