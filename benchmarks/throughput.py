@@ -8,10 +8,10 @@ are comparable even on a noisy shared machine), it measures
 2. **training env steps/s**: the compiled training chunk of the default MAPPO config
    (``resolve({"env": map, "num_envs": N})``) in steady state, plus the chunk's compile time
    (``trainer.chunk.lower(state).compile()``), reported separately;
-3. **rollout/update split** of one round: ``rollout(...)`` and ``mappo_update(...)`` each
+3. **rollout/update split** of one round: ``rollout(...)`` and ``batch_sequential_update(...)`` each
    jitted and compiled on their own (exactly the calls of ``Trainer._round``, one seed), their
    shares of the sum, and training-steps/s divided by raw-env-steps/s;
-4. **achieved FLOP/s of the update**: analytic FLOPs of one ``mappo_update`` call (see
+4. **achieved FLOP/s of the update**: analytic FLOPs of one MAPPO update round (see
    :func:`update_flops`) divided by its time, against a large dense float32 matmul timed in
    the same run (the machine's practical ceiling). XLA's ``cost_analysis()`` cross-checks the
    per-sample count on a loop-free forward (and forward + backward) of actor and critic; its
@@ -52,11 +52,11 @@ from rich.console import Console
 from rich.table import Table
 
 from b2mapo.config import TrainConfig, resolve
+from b2mapo.engine import LearnerState, batch_sequential_update
 from b2mapo.envs import Env, EnvSpec, TimeStep
 from b2mapo.networks import Networks
 from b2mapo.rollout import Trajectory, rollout
 from b2mapo.train import RunnerState, Trainer
-from b2mapo.update import LearnerState, mappo_update
 
 DEFAULT_MAPS = ("smax:3m", "smax:2s3z", "smax:5m_vs_6m", "mpe:simple_spread")
 DEFAULT_OUT = Path(__file__).parent / "results" / "throughput.json"
@@ -181,7 +181,7 @@ def matmul_program() -> Callable[[jax.Array, jax.Array], jax.Array]:
 
 
 def update_flops(spec: EnvSpec, cfg: TrainConfig) -> dict[str, float]:
-    """Analytic FLOPs of one ``mappo_update`` call (dense matmuls only).
+    """Analytic FLOPs of one MAPPO update round (K = 1 stage; dense matmuls only).
 
     Notation: ``h`` hidden size, ``n`` agents, ``A`` actions, ``d_o = obs_dim + n`` (actor
     input: obs + one-hot agent id), ``d_s = state_dim + n`` (critic input: global state +
@@ -195,12 +195,13 @@ def update_flops(spec: EnvSpec, cfg: TrainConfig) -> dict[str, float]:
 
     Backward ≈ 2 x forward (gradient w.r.t. weights and w.r.t. inputs), so a training pass
     costs ``3 (f_a + f_c)`` per sample. Every epoch passes over all ``S`` samples once
-    (minibatches only split them), hence
+    (minibatches only split them), and after the stage the engine recomputes the actor's
+    log-probabilities once (a forward pass, ``S f_a``), hence
 
-        ``F_update = epochs * S * 3 * (f_a + f_c)``
+        ``F_update = epochs * S * 3 * (f_a + f_c) + S * f_a``
 
-    ``prepare_batch`` recomputes nothing: it reuses the values the rollout stored
-    (``Transition.value``/``next_value``), so its network cost is 0; GAE, normalisation, the
+    Values are not recomputed: the rollout stored them (``Transition.value``/``next_value``).
+    A round of K stages costs K times this. GAE, normalisation, the
     losses and Adam are elementwise (O(S) and O(#params)) and left out. The count is a slight
     over-estimate, since the first layers need no gradient w.r.t. their inputs
     (``epochs * S * 2 * (d_o + d_s) h`` fewer FLOPs, also reported).
@@ -210,13 +211,14 @@ def update_flops(spec: EnvSpec, cfg: TrainConfig) -> dict[str, float]:
     samples = cfg.rollout_len * cfg.num_envs * n
     actor_forward = 2 * (d_o * h + 6 * h * h + h * a)
     critic_forward = 2 * (d_s * h + h * h + h)
-    total = cfg.epochs * samples * 3 * (actor_forward + critic_forward)
+    recompute = samples * actor_forward
+    total = cfg.epochs * samples * 3 * (actor_forward + critic_forward) + recompute
     first_layer_input_grads = cfg.epochs * samples * 2 * (d_o + d_s) * h
     return {
         "samples": float(samples),
         "actor_forward_per_sample": float(actor_forward),
         "critic_forward_per_sample": float(critic_forward),
-        "prepare_batch": 0.0,
+        "log_prob_recompute": float(recompute),
         "total": float(total),
         "total_without_first_layer_input_grads": float(total - first_layer_input_grads),
     }
@@ -254,13 +256,15 @@ def bench_map(
     # 3. Rollout and update of one round, one seed, exactly as ``Trainer._round`` calls them.
     one: RunnerState = jax.tree.map(lambda x: x[0], state)
 
+    partition = trainer.partitioner.partition(key, jnp.zeros((spec.num_agents,)))
+
     def rollout_one(params: Any, loop: Any, key: jax.Array) -> Any:
-        return rollout(env, networks, params, loop, key, cfg.rollout_len)
+        return rollout(env, networks, params, loop, key, cfg.rollout_len, partition)
 
     def update_one(
         learner: LearnerState, trajectory: Trajectory, key: jax.Array
     ) -> tuple[LearnerState, dict[str, jax.Array]]:
-        return mappo_update(learner, trajectory, key, networks, cfg)
+        return batch_sequential_update(learner, trajectory, key, networks, trainer.partitioner, cfg)
 
     rollout_c, rollout_compile = compile_timed(
         jax.jit(rollout_one), one.learner.params, one.loop, key

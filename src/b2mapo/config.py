@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from b2mapo.envs.registry import REGISTRY
+from b2mapo.partition import PARTITIONERS
 
 
 class ConfigError(ValueError):
@@ -58,6 +59,23 @@ class TrainConfig:
     """Normalise value targets with running statistics (MAPPO's ValueNorm)."""
     huber_delta: float = 10.0
     """Huber threshold of the value loss (in normalised units)."""
+    partitioner: str = "single"
+    """How agents are grouped into sequentially updated batches: single (all together),
+    sequential_random, sequential_advantage (A2PO's order), random_k, greedy_coloring,
+    brute_force."""
+    num_batches: int = 2
+    """Number of batches K for the random_k partitioner."""
+    dependency_graph: str = "none"
+    """Agent dependency graph for greedy_coloring and brute_force: none, full, chain or an
+    edge list such as 0-1,1-2."""
+    ratio: str = "per_agent"
+    """Policy ratio in the surrogate: per_agent (MAPPO, HAPPO, A2PO) or joint over the
+    batch's agents (B2MAPO, eq. 11)."""
+    advantage: str = "gae"
+    """Advantage for later batches: gae (plain) or corrected (off-policy correction, eq. 1)."""
+    preceding_factor: str = "none"
+    """Factor from the agents updated earlier in the round: none, happo (unclipped, outside
+    the clip) or clipped (1 ± clip_eps/2, inside the clip, eq. 12)."""
     episode_limit: int = 0
     """Episode time limit; 0 keeps the environment's default."""
     updates_per_chunk: int = 10
@@ -115,6 +133,13 @@ class TrainConfig:
         for name in ("lr", "clip_eps", "max_grad_norm", "huber_delta"):
             if not getattr(self, name) > 0.0:
                 raise ConfigError(f"{name}={getattr(self, name)} must be > 0")
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(
+                    f"unknown {name} {getattr(self, name)!r}; choose one of: {', '.join(allowed)}"
+                )
+        if self.num_batches < 1:
+            raise ConfigError(f"num_batches={self.num_batches} must be a positive integer")
         if self.ent_coef < 0.0:
             raise ConfigError(f"ent_coef={self.ent_coef} must be >= 0")
         return self
@@ -127,9 +152,30 @@ class TrainConfig:
 # learning-rate schedule).
 RESUMABLE_CHANGES = frozenset({"eval_every", "eval_episodes", "out"})
 
+# Allowed values of the string-valued switches.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "partitioner": PARTITIONERS,
+    "ratio": ("per_agent", "joint"),
+    "advantage": ("gae", "corrected"),
+    "preceding_factor": ("none", "happo", "clipped"),
+}
+
 # Algorithm presets: values that differ from the TrainConfig defaults. Data, not code paths.
 PRESETS: dict[str, dict[str, Any]] = {
     "mappo": {},
+    "happo": {"partitioner": "sequential_random", "preceding_factor": "happo"},
+    "a2po": {
+        "partitioner": "sequential_advantage",
+        "advantage": "corrected",
+        "preceding_factor": "clipped",
+    },
+    "b2mapo-fixed": {
+        "partitioner": "random_k",
+        "num_batches": 2,
+        "ratio": "joint",
+        "advantage": "corrected",
+        "preceding_factor": "clipped",
+    },
 }
 
 

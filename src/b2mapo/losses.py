@@ -8,6 +8,51 @@ import jax
 import jax.numpy as jnp
 
 
+def td_errors(
+    rewards: jax.Array,
+    values: jax.Array,
+    next_values: jax.Array,
+    terminated: jax.Array,
+    gamma: float,
+) -> jax.Array:
+    """One-step TD errors ``r + γ V(s') − V(s)``; terminations cut the bootstrap.
+
+    ``next_values[t]`` is the value of the state reached by step t before any auto-reset,
+    so a truncated episode still bootstraps.
+    """
+    return rewards + gamma * (1.0 - terminated) * next_values - values
+
+
+def corrected_gae(
+    deltas: jax.Array,
+    trace_weights: jax.Array,
+    done: jax.Array,
+    gamma: float,
+    lam: float,
+) -> jax.Array:
+    """Off-policy corrected advantages (paper eq. 1), a reverse scan over time (axis 0):
+    ``A_t = δ_t + γ λ (1 − done_t) c_{t+1} A_{t+1}``.
+
+    ``trace_weights`` are the truncated importance weights ``c_t = min(1, ρ_t)``; all ones
+    give plain GAE(λ). ``done`` (terminated or truncated) cuts the trace.
+    """
+
+    def backward(
+        carry: jax.Array, x: tuple[jax.Array, jax.Array, jax.Array]
+    ) -> tuple[jax.Array, jax.Array]:
+        delta, cut, weight = x
+        advantage = delta + gamma * lam * (1.0 - cut) * carry
+        return weight * advantage, advantage
+
+    _, advantages = jax.lax.scan(
+        backward,
+        jnp.zeros_like(deltas[0]),
+        (deltas, jnp.broadcast_to(done, deltas.shape), trace_weights),
+        reverse=True,
+    )
+    return advantages
+
+
 def gae(
     rewards: jax.Array,
     values: jax.Array,
@@ -19,22 +64,11 @@ def gae(
 ) -> jax.Array:
     """Generalised advantage estimates over a time-major rollout (axis 0 is time).
 
-    ``next_values[t]`` is the value of the state reached by step t before any auto-reset, so
-    a truncated episode still bootstraps; ``terminated`` cuts the bootstrap and ``done``
-    (terminated or truncated) cuts the trace. Extra trailing axes (agents) broadcast.
+    ``terminated`` cuts the bootstrap and ``done`` (terminated or truncated) cuts the trace.
+    Extra trailing axes (agents) broadcast.
     """
-    deltas = rewards + gamma * (1.0 - terminated) * next_values - values
-    continues = gamma * lam * (1.0 - done)
-
-    def backward(carry: jax.Array, x: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
-        delta, cont = x
-        advantage = delta + cont * carry
-        return advantage, advantage
-
-    _, advantages = jax.lax.scan(
-        backward, jnp.zeros_like(deltas[0]), (deltas, continues), reverse=True
-    )
-    return advantages
+    deltas = td_errors(rewards, values, next_values, terminated, gamma)
+    return corrected_gae(deltas, jnp.ones_like(deltas), done, gamma, lam)
 
 
 def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:

@@ -20,6 +20,7 @@ class Transition(NamedTuple):
     avail: jax.Array  # [E, n, A]
     first: jax.Array  # [E], obs is the first of an episode (resets the GRU)
     action: jax.Array  # [E, n]
+    batch_index: jax.Array  # [E, n], the agent's batch in the update sequence at this step
     log_prob: jax.Array  # [E, n], behaviour log-probability
     value: jax.Array  # [E, n], critic value of ``state`` (normalised scale)
     next_value: jax.Array  # [E, n], critic value of the state reached, before auto-reset
@@ -74,8 +75,10 @@ def rollout(
     loop: EnvLoopState,
     key: jax.Array,
     length: int,
+    batch_index: jax.Array,
 ) -> tuple[EnvLoopState, Trajectory, EpisodeMetrics]:
-    """Run every env ``length`` steps with the current policy and record the transitions."""
+    """Run every env ``length`` steps with the current policy and record the transitions;
+    ``batch_index[n]`` is the partition in force during the rollout."""
     num_envs = loop.first.shape[0]
 
     def step(loop: EnvLoopState, key: jax.Array) -> tuple[EnvLoopState, tuple]:
@@ -93,6 +96,7 @@ def rollout(
             avail=ts.avail,
             first=loop.first,
             action=action,
+            batch_index=jnp.broadcast_to(batch_index, action.shape),
             log_prob=categorical_log_prob(logits, action),
             value=value,
             next_value=networks.value(params["critic"], next_ts.final_state),

@@ -7,11 +7,12 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from b2mapo.config import TrainConfig
+from b2mapo.config import ConfigError, TrainConfig
+from b2mapo.engine import LearnerState, batch_sequential_update, init_learner
 from b2mapo.envs import make_env
 from b2mapo.networks import Networks, Params
+from b2mapo.partition import make_partitioner
 from b2mapo.rollout import EnvLoopState, reset_envs, rollout, sample_actions
-from b2mapo.update import LearnerState, init_learner, mappo_update
 
 
 class RunnerState(NamedTuple):
@@ -41,6 +42,12 @@ class Trainer:
         self.cfg = cfg
         self.env = make_env(cfg.env, cfg.episode_limit or None)
         self.networks = Networks(self.env.spec, cfg.hidden_size, cfg.share_params)
+        try:
+            self.partitioner = make_partitioner(
+                cfg.partitioner, self.env.spec.num_agents, cfg.num_batches, cfg.dependency_graph
+            )
+        except ValueError as error:
+            raise ConfigError(f"{error} (env {cfg.env})") from None
         self.chunk = jax.jit(jax.vmap(self._chunk_one))
         self.evaluate = jax.jit(
             jax.vmap(self._evaluate_one, in_axes=(0, 0, None)), static_argnums=2
@@ -63,7 +70,9 @@ class Trainer:
 
     def _round(self, state: RunnerState, _: None) -> tuple[RunnerState, dict[str, jax.Array]]:
         """One training round: collect a rollout, then update on it."""
-        key, rollout_key, update_key = jax.random.split(state.key, 3)
+        key, partition_key, rollout_key, update_key = jax.random.split(state.key, 4)
+        no_scores = jnp.zeros((self.env.spec.num_agents,))
+        batch_index = self.partitioner.partition(partition_key, no_scores)
         loop, trajectory, episodes = rollout(
             self.env,
             self.networks,
@@ -71,9 +80,10 @@ class Trainer:
             state.loop,
             rollout_key,
             self.cfg.rollout_len,
+            batch_index,
         )
-        learner, metrics = mappo_update(
-            state.learner, trajectory, update_key, self.networks, self.cfg
+        learner, metrics = batch_sequential_update(
+            state.learner, trajectory, update_key, self.networks, self.partitioner, self.cfg
         )
         count = jnp.maximum(episodes.episodes, 1)
         metrics |= {
