@@ -59,7 +59,7 @@ class TrainConfig:
     """Normalise value targets with running statistics (MAPPO's ValueNorm)."""
     huber_delta: float = 10.0
     """Huber threshold of the value loss (in normalised units)."""
-    partitioner: str = "single"
+    partition: str = "single"
     """How agents are grouped into sequentially updated batches: single (all together),
     sequential_random, sequential_advantage (A2PO's order), random_k, greedy_coloring,
     brute_force."""
@@ -154,7 +154,7 @@ RESUMABLE_CHANGES = frozenset({"eval_every", "eval_episodes", "out"})
 
 # Allowed values of the string-valued switches.
 CHOICES: dict[str, tuple[str, ...]] = {
-    "partitioner": PARTITIONERS,
+    "partition": PARTITIONERS,
     "ratio": ("per_agent", "joint"),
     "advantage": ("gae", "corrected"),
     "preceding_factor": ("none", "happo", "clipped"),
@@ -163,14 +163,14 @@ CHOICES: dict[str, tuple[str, ...]] = {
 # Algorithm presets: values that differ from the TrainConfig defaults. Data, not code paths.
 PRESETS: dict[str, dict[str, Any]] = {
     "mappo": {},
-    "happo": {"partitioner": "sequential_random", "preceding_factor": "happo"},
+    "happo": {"partition": "sequential_random", "preceding_factor": "happo"},
     "a2po": {
-        "partitioner": "sequential_advantage",
+        "partition": "sequential_advantage",
         "advantage": "corrected",
         "preceding_factor": "clipped",
     },
     "b2mapo-fixed": {
-        "partitioner": "random_k",
+        "partition": "random_k",
         "num_batches": 2,
         "ratio": "joint",
         "advantage": "corrected",

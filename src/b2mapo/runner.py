@@ -222,7 +222,9 @@ def train(cfg: TrainConfig, console: Console | None = None) -> Summary:
             status = (
                 f"win {np.asarray(metrics['win_rate'])[:, -1].mean():.2f} "
                 f"return {np.asarray(metrics['episode_return'])[:, -1].mean():.2f} "
-                f"{updates_per_chunk * cfg.steps_per_update * cfg.seeds / seconds:,.0f} steps/s"
+                f"{updates_per_chunk * cfg.steps_per_update * cfg.seeds / seconds:,.0f} steps/s "
+                f"K {np.asarray(metrics['num_batches'])[:, -1].mean():.1f} "
+                f"update {np.asarray(metrics['update_seconds'])[:, -1].mean():.2f}s"
             )
             if eval_chunks and (chunk_index % eval_chunks == 0 or done_updates >= total_updates):
                 greedy, sampled = evaluate(trainer, state)

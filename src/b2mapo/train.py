@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.experimental import io_callback
 
 from b2mapo.config import ConfigError, TrainConfig
 from b2mapo.engine import LearnerState, batch_sequential_update, init_learner
@@ -13,6 +16,18 @@ from b2mapo.envs import make_env
 from b2mapo.networks import Networks, Params
 from b2mapo.partition import make_partitioner
 from b2mapo.rollout import EnvLoopState, reset_envs, rollout, sample_actions
+
+
+def _host_clock(*dependencies: jax.Array) -> jax.Array:
+    """Seconds on the host clock, read once ``dependencies`` have been computed."""
+    return io_callback(
+        lambda *_: np.float32(time.perf_counter() - _CLOCK_ORIGIN),
+        jax.ShapeDtypeStruct((), jnp.float32),
+        *dependencies,
+    )
+
+
+_CLOCK_ORIGIN = time.perf_counter()
 
 
 class RunnerState(NamedTuple):
@@ -44,7 +59,7 @@ class Trainer:
         self.networks = Networks(self.env.spec, cfg.hidden_size, cfg.share_params)
         try:
             self.partitioner = make_partitioner(
-                cfg.partitioner, self.env.spec.num_agents, cfg.num_batches, cfg.dependency_graph
+                cfg.partition, self.env.spec.num_agents, cfg.num_batches, cfg.dependency_graph
             )
         except ValueError as error:
             raise ConfigError(f"{error} (env {cfg.env})") from None
@@ -82,15 +97,20 @@ class Trainer:
             self.cfg.rollout_len,
             batch_index,
         )
+        # Time the update phase: the barrier keeps the update from starting before the clock.
+        update_start = _host_clock(trajectory.transitions.reward)
+        update_start, trajectory = jax.lax.optimization_barrier((update_start, trajectory))
         learner, metrics = batch_sequential_update(
             state.learner, trajectory, update_key, self.networks, self.partitioner, self.cfg
         )
+        update_end = _host_clock(jax.tree.leaves(learner.params)[0], metrics["policy_loss"])
         count = jnp.maximum(episodes.episodes, 1)
         metrics |= {
             "episodes": episodes.episodes,
             "episode_return": episodes.return_sum / count,
             "episode_length": episodes.length_sum / count,
             "win_rate": episodes.wins / count,
+            "update_seconds": update_end - update_start,
         }
         return RunnerState(learner, loop, key, state.update + 1), metrics
 
