@@ -73,6 +73,9 @@ class TrainConfig:
     batch's agents (B2MAPO, eq. 11)."""
     advantage: str = "gae"
     """Advantage for later batches: gae (plain) or corrected (off-policy correction, eq. 1)."""
+    condition_on_actions: bool = False
+    """Agents of batch k also see the actions just chosen by earlier batches (B2MAPO); they
+    then act batch by batch. Off for MAPPO, HAPPO and A2PO, as in their papers."""
     preceding_factor: str = "none"
     """Factor from the agents updated earlier in the round: none, happo (unclipped, outside
     the clip) or clipped (1 ± clip_eps/2, inside the clip, eq. 12)."""
@@ -175,6 +178,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "ratio": "joint",
         "advantage": "corrected",
         "preceding_factor": "clipped",
+        "condition_on_actions": True,
     },
 }
 

@@ -113,7 +113,10 @@ def stage_loss(
     """Actor loss (surrogate and entropy bonus) plus critic loss (clipped, Huber), both over
     the stage's samples only."""
     tr = batch.transitions
-    logits = networks.unroll(params["actor"], batch.initial_carry, tr.obs, tr.first, tr.avail)
+    preceding = networks.preceding(tr.action, tr.batch_index)
+    logits = networks.unroll(
+        params["actor"], batch.initial_carry, tr.obs, tr.first, tr.avail, preceding
+    )
     log_ratio = categorical_log_prob(logits, tr.action) - tr.log_prob
     surrogate = surrogate_objective(
         log_ratio, batch.advantages, batch.preceding, batch.stage_mask, cfg
@@ -260,7 +263,12 @@ def run_stage(
     learner = learner._replace(value_norm=value_norm)
     learner, metrics = jax.lax.scan(epoch, learner, jax.random.split(key, cfg.epochs))
     logits = networks.unroll(
-        learner.params["actor"], ctx.trajectory.initial_carry, tr.obs, tr.first, tr.avail
+        learner.params["actor"],
+        ctx.trajectory.initial_carry,
+        tr.obs,
+        tr.first,
+        tr.avail,
+        networks.preceding(tr.action, tr.batch_index),
     )
     new_log_ratio = categorical_log_prob(logits, tr.action) - tr.log_prob
     updated_log_ratio = jnp.where(stage_mask, new_log_ratio, updated_log_ratio)

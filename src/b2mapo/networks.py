@@ -36,18 +36,26 @@ class RecurrentActor(nn.Module):
 
     hidden_size: int
     num_actions: int
+    preceding_dim: int = 0  # size of the earlier batches' action input; 0: no such input
 
     def setup(self) -> None:
+        if self.preceding_dim:
+            self.preceding_layer = _dense(self.hidden_size, np.sqrt(2))
         self.input_layer = _dense(self.hidden_size, np.sqrt(2))
         self.input_gates = nn.Dense(3 * self.hidden_size)  # reset, update, candidate
         self.hidden_gates = nn.Dense(3 * self.hidden_size, kernel_init=nn.initializers.orthogonal())
         self.policy_head = _dense(self.num_actions, 0.01)
 
     def __call__(
-        self, carry: jax.Array, obs: jax.Array, first: jax.Array, avail: jax.Array
+        self,
+        carry: jax.Array,
+        obs: jax.Array,
+        first: jax.Array,
+        avail: jax.Array,
+        preceding: jax.Array | None = None,
     ) -> tuple[jax.Array, jax.Array]:
         carry, features = self.recur(carry, self.encode(obs), first)
-        return carry, self.head(features, avail)
+        return carry, self.head(features, avail, preceding)
 
     def encode(self, obs: jax.Array) -> jax.Array:
         return self.input_gates(nn.relu(self.input_layer(obs)))
@@ -65,7 +73,14 @@ class RecurrentActor(nn.Module):
         carry = (1.0 - update) * candidate + update * carry
         return carry, carry
 
-    def head(self, features: jax.Array, avail: jax.Array) -> jax.Array:
+    def head(
+        self, features: jax.Array, avail: jax.Array, preceding: jax.Array | None = None
+    ) -> jax.Array:
+        """Masked logits from the GRU features and, when conditioned, the actions of the
+        agents in earlier batches (they enter after the GRU, so acting batch by batch
+        re-runs only this head)."""
+        if self.preceding_dim:
+            features = nn.relu(self.preceding_layer(jnp.concatenate([features, preceding], -1)))
         return jnp.where(avail, self.policy_head(features), MASKED_LOGIT)
 
 
@@ -99,18 +114,38 @@ def critic_input(state: jax.Array, num_agents: int) -> jax.Array:
     return with_agent_id(per_agent)
 
 
+def preceding_actions(actions: jax.Array, batch_index: jax.Array, num_actions: int) -> jax.Array:
+    """Each agent's view of the actions of agents in earlier batches at the same step:
+    ``[..., n, n * A]``, the one-hot actions of agents ``j`` with ``m[j] < m[i]``, zeros for
+    the others."""
+    one_hot = jax.nn.one_hot(actions, num_actions)  # [..., n, A]
+    earlier = batch_index[..., None, :] < batch_index[..., :, None]  # [..., i, j]
+    visible = earlier[..., None] * one_hot[..., None, :, :]  # [..., i, j, A]
+    return visible.reshape(*visible.shape[:-2], -1)
+
+
 class Networks:
     """The actor and critic of one algorithm, applied agent-stacked (agent axis = -2 of inputs).
 
     ``share_params`` broadcasts one parameter set over agents; otherwise each agent has its
-    own parameters, stacked along a leading axis.
+    own parameters, stacked along a leading axis. ``condition_on_actions`` gives the actor
+    the actions of agents in earlier batches at the same step (B2MAPO); then agents act
+    batch by batch.
     """
 
-    def __init__(self, spec: EnvSpec, hidden_size: int, share_params: bool) -> None:
+    def __init__(
+        self,
+        spec: EnvSpec,
+        hidden_size: int,
+        share_params: bool,
+        condition_on_actions: bool = False,
+    ) -> None:
         self.spec = spec
         self.hidden_size = hidden_size
         self.share_params = share_params
-        self.actor = RecurrentActor(hidden_size, spec.num_actions)
+        self.condition_on_actions = condition_on_actions
+        self.preceding_dim = spec.num_agents * spec.num_actions if condition_on_actions else 0
+        self.actor = RecurrentActor(hidden_size, spec.num_actions, self.preceding_dim)
         self.critic = StateCritic(hidden_size)
         self._param_axis = None if share_params else 0
 
@@ -121,12 +156,13 @@ class Networks:
         carry = jnp.zeros((1, self.hidden_size))
         first = jnp.zeros((1,), bool)
         avail = jnp.ones((1, spec.num_actions), bool)
+        preceding = jnp.zeros((1, self.preceding_dim)) if self.preceding_dim else None
         state = jnp.zeros((1, spec.state_dim + n))
 
         def init_one(k: jax.Array) -> dict[str, Params]:
             ka, kc = jax.random.split(k)
             return {
-                "actor": self.actor.init(ka, carry, obs, first, avail),
+                "actor": self.actor.init(ka, carry, obs, first, avail, preceding),
                 "critic": self.critic.init(kc, state),
             }
 
@@ -138,13 +174,19 @@ class Networks:
         """Zero GRU state for ``batch_shape + (n,)`` agents."""
         return jnp.zeros((*batch_shape, self.spec.num_agents, self.hidden_size))
 
-    def _per_agent(self, method: Any, agent_axis: int, *args: jax.Array) -> Any:
+    def preceding(self, actions: jax.Array, batch_index: jax.Array) -> jax.Array | None:
+        """The earlier batches' action input ``[..., n, n A]``, or None when not conditioned."""
+        if not self.condition_on_actions:
+            return None
+        return preceding_actions(actions, batch_index, self.spec.num_actions)
+
+    def _per_agent(self, method: Any, agent_axis: int, *args: jax.Array | None) -> Any:
         """Apply an actor method to every agent (inputs carry the agent axis at ``agent_axis``)."""
 
-        def apply(params: Params, *inputs: jax.Array) -> Any:
+        def apply(params: Params, *inputs: jax.Array | None) -> Any:
             return self.actor.apply(params, *inputs, method=method)
 
-        in_axes = (self._param_axis, *([agent_axis] * len(args)))
+        in_axes = (self._param_axis, *(None if a is None else agent_axis for a in args))
         return jax.vmap(apply, in_axes=in_axes, out_axes=agent_axis)
 
     def act(
@@ -154,21 +196,74 @@ class Networks:
         obs: jax.Array,
         first: jax.Array,
         avail: jax.Array,
+        preceding: jax.Array | None = None,
     ) -> tuple[jax.Array, jax.Array]:
         """One actor step for all agents: inputs ``[B, n, ...]``, ``first`` ``[B]``.
 
         Returns the new carry ``[B, n, h]`` and masked logits ``[B, n, A]``.
         """
         first = jnp.broadcast_to(first[:, None], obs.shape[:2])
-        apply = self._per_agent(RecurrentActor.__call__, 1, carry, obs, first, avail)
-        return apply(actor_params, carry, with_agent_id(obs), first, avail)
+        obs = with_agent_id(obs)
+        apply = self._per_agent(RecurrentActor.__call__, 1, carry, obs, first, avail, preceding)
+        return apply(actor_params, carry, obs, first, avail, preceding)
+
+    def policy_step(
+        self,
+        actor_params: Params,
+        carry: jax.Array,
+        obs: jax.Array,
+        first: jax.Array,
+        avail: jax.Array,
+        batch_index: jax.Array,
+        key: jax.Array,
+        greedy: bool = False,
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Choose every agent's action for one step (inputs ``[B, n, ...]``).
+
+        Without conditioning, all agents act at once. With it, batch 0 acts on its history
+        only and batch k also sees the actions just chosen by batches < k: the GRU runs once
+        and the head once per batch. Returns (carry, actions ``[B, n]``, the logits each
+        agent's action was drawn from ``[B, n, A]``).
+        """
+        if not self.condition_on_actions:
+            carry, logits = self.act(actor_params, carry, obs, first, avail)
+            return carry, sample_actions(key, logits, greedy), logits
+        first = jnp.broadcast_to(first[:, None], obs.shape[:2])
+        obs = with_agent_id(obs)
+        recur = self._per_agent(RecurrentActor.recur, 1, carry, obs, first)
+        encode = self._per_agent(RecurrentActor.encode, 1, obs)
+        carry, features = recur(actor_params, carry, encode(actor_params, obs), first)
+        index = jnp.broadcast_to(batch_index, obs.shape[:2])
+        actions = jnp.zeros(obs.shape[:2], jnp.int32)
+        logits = jnp.zeros((*obs.shape[:2], self.spec.num_actions))
+        # ``features`` stands in for the preceding-action input: only its presence matters here.
+        head = self._per_agent(RecurrentActor.head, 1, features, avail, features)
+
+        def batch_acts(stage: jax.Array, acted: tuple) -> tuple:
+            actions, logits = acted
+            stage_logits = head(actor_params, features, avail, self.preceding(actions, index))
+            stage_key = jax.random.fold_in(key, stage)
+            chosen = sample_actions(stage_key, stage_logits, greedy)
+            in_stage = index == stage
+            return (
+                jnp.where(in_stage, chosen, actions),
+                jnp.where(in_stage[..., None], stage_logits, logits),
+            )
+
+        actions, logits = jax.lax.fori_loop(0, jnp.max(index) + 1, batch_acts, (actions, logits))
+        return carry, actions, logits
 
     def value(self, critic_params: Params, state: jax.Array) -> jax.Array:
-        """Values ``[..., n]`` (normalised scale) from global states ``[..., state_dim]``."""
+        """Values ``[..., n]`` (normalised scale) from global states ``[..., state_dim]``.
+
+        The critic is a state-value baseline and does not see earlier batches' actions: a
+        bootstrap from the next state would need actions not yet chosen.
+        """
+        n = self.spec.num_agents
         batch_shape = state.shape[:-1]
-        inputs = critic_input(state.reshape(-1, state.shape[-1]), self.spec.num_agents)
+        inputs = critic_input(state.reshape(-1, state.shape[-1]), n)
         apply = jax.vmap(self.critic.apply, in_axes=(self._param_axis, 1), out_axes=1)
-        return apply(critic_params, inputs).reshape(*batch_shape, self.spec.num_agents)
+        return apply(critic_params, inputs).reshape(*batch_shape, n)
 
     def unroll(
         self,
@@ -177,6 +272,7 @@ class Networks:
         obs: jax.Array,
         first: jax.Array,
         avail: jax.Array,
+        preceding: jax.Array | None = None,
     ) -> jax.Array:
         """Replay the actor over a sequence: inputs ``[T, B, n, ...]``, logits ``[T, B, n, A]``.
 
@@ -193,5 +289,12 @@ class Networks:
             return recur(actor_params, c, *inputs)
 
         _, features = jax.lax.scan(step, carry, (input_gates, first))
-        head = self._per_agent(RecurrentActor.head, 2, features, avail)
-        return head(actor_params, features, avail)
+        head = self._per_agent(RecurrentActor.head, 2, features, avail, preceding)
+        return head(actor_params, features, avail, preceding)
+
+
+def sample_actions(key: jax.Array, logits: jax.Array, greedy: bool = False) -> jax.Array:
+    """Sample (or take the most likely) action from masked logits ``[..., A]``."""
+    if greedy:
+        return jnp.argmax(logits, axis=-1)
+    return jax.random.categorical(key, logits)

@@ -61,13 +61,6 @@ def reset_envs(env: Env, networks: Networks, key: jax.Array, num_envs: int) -> E
     return EnvLoopState(env_state, timestep, first, networks.initial_carry((num_envs,)))
 
 
-def sample_actions(key: jax.Array, logits: jax.Array, greedy: bool = False) -> jax.Array:
-    """Sample (or take the most likely) action from masked logits ``[..., A]``."""
-    if greedy:
-        return jnp.argmax(logits, axis=-1)
-    return jax.random.categorical(key, logits)
-
-
 def rollout(
     env: Env,
     networks: Networks,
@@ -84,8 +77,9 @@ def rollout(
     def step(loop: EnvLoopState, key: jax.Array) -> tuple[EnvLoopState, tuple]:
         action_key, env_key = jax.random.split(key)
         ts = loop.timestep
-        carry, logits = networks.act(params["actor"], loop.carry, ts.obs, loop.first, ts.avail)
-        action = sample_actions(action_key, logits)
+        carry, action, logits = networks.policy_step(
+            params["actor"], loop.carry, ts.obs, loop.first, ts.avail, batch_index, action_key
+        )
         value = networks.value(params["critic"], ts.state)
         env_state, next_ts = jax.vmap(env.step)(
             jax.random.split(env_key, num_envs), loop.env_state, action

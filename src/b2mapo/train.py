@@ -15,7 +15,7 @@ from b2mapo.engine import LearnerState, batch_sequential_update, init_learner
 from b2mapo.envs import make_env
 from b2mapo.networks import Networks, Params
 from b2mapo.partition import make_partitioner
-from b2mapo.rollout import EnvLoopState, reset_envs, rollout, sample_actions
+from b2mapo.rollout import EnvLoopState, reset_envs, rollout
 
 
 def _host_clock(*dependencies: jax.Array) -> jax.Array:
@@ -56,7 +56,9 @@ class Trainer:
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
         self.env = make_env(cfg.env, cfg.episode_limit or None)
-        self.networks = Networks(self.env.spec, cfg.hidden_size, cfg.share_params)
+        self.networks = Networks(
+            self.env.spec, cfg.hidden_size, cfg.share_params, cfg.condition_on_actions
+        )
         try:
             self.partitioner = make_partitioner(
                 cfg.partition, self.env.spec.num_agents, cfg.num_batches, cfg.dependency_graph
@@ -120,8 +122,10 @@ class Trainer:
     def _evaluate_one(self, params: dict[str, Params], key: jax.Array, greedy: bool) -> EvalResult:
         """Play ``eval_episodes`` episodes in parallel envs and score the first one of each."""
         episodes = self.cfg.eval_episodes
-        reset_key, key = jax.random.split(key)
+        reset_key, partition_key, key = jax.random.split(key, 3)
         loop = reset_envs(self.env, self.networks, reset_key, episodes)
+        no_scores = jnp.zeros((self.env.spec.num_agents,))
+        batch_index = self.partitioner.partition(partition_key, no_scores)
         zeros = jnp.zeros((episodes,))
         finished = jnp.zeros((episodes,), bool)
 
@@ -129,8 +133,16 @@ class Trainer:
             loop, finished, won, ret, length = carry
             action_key, env_key = jax.random.split(key)
             ts = loop.timestep
-            h, logits = self.networks.act(params["actor"], loop.carry, ts.obs, loop.first, ts.avail)
-            action = sample_actions(action_key, logits, greedy)
+            h, action, _ = self.networks.policy_step(
+                params["actor"],
+                loop.carry,
+                ts.obs,
+                loop.first,
+                ts.avail,
+                batch_index,
+                action_key,
+                greedy,
+            )
             env_state, ts = jax.vmap(self.env.step)(
                 jax.random.split(env_key, episodes), loop.env_state, action
             )
