@@ -32,8 +32,8 @@ reported ``num_batches`` is checked against the expected K for every setting.
 
 Run it from the repository root::
 
-    .venv/bin/python benchmarks/round_time.py            # smax:8m_vs_9m, 32 envs, ~5 min
-    .venv/bin/python benchmarks/round_time.py --quick    # 16 envs, 2 repeats, ~2 min
+    .venv/bin/python benchmarks/round_time.py            # 8m_vs_9m, 32 envs, 5 repeats: ~2.5 min
+    .venv/bin/python benchmarks/round_time.py --quick    # 16 envs, 2 repeats, ~1.7 min
     .venv/bin/python benchmarks/round_time.py --env smax:10m_vs_11m --num-envs 64
     .venv/bin/python benchmarks/round_time.py --b2mapo-set ratio=per_agent  # a B2MAPO variant
 
@@ -340,6 +340,8 @@ def main(argv: list[str] | None = None) -> None:
     base_cfg = resolve({**shared, "algo": "mappo"})
     b2mapo_extra = dict(parse_override(item) for item in args.b2mapo_set)
     trajectory = collect_trajectory(base_cfg, param_key, rollout_key)
+    rollout_s = time.perf_counter() - start
+    console.print(f"[dim]trajectory: rollout compiled and run twice in {rollout_s:.1f} s[/]")
     num_agents = int(trajectory.transitions.action.shape[-1])
     if num_agents < 8:
         console.print(f"[yellow]{args.env} has {num_agents} agents; the target is for 8+[/]")
@@ -394,6 +396,7 @@ def main(argv: list[str] | None = None) -> None:
         },
         "load_average_before": list(load_before),
         "load_average_after": list(load_after),
+        "trajectory_s": rollout_s,
         "setup_s": setup_s,
         "total_runtime_s": total,
         "results": records,
