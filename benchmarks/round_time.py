@@ -32,8 +32,8 @@ reported ``num_batches`` is checked against the expected K for every setting.
 
 Run it from the repository root::
 
-    .venv/bin/python benchmarks/round_time.py            # 8m_vs_9m, 32 envs, 5 repeats: ~2.5 min
-    .venv/bin/python benchmarks/round_time.py --quick    # 16 envs, 2 repeats, ~1.7 min
+    .venv/bin/python benchmarks/round_time.py            # 8m_vs_9m, 32 envs, 5 repeats: ~2.5-3 min
+    .venv/bin/python benchmarks/round_time.py --quick    # 16 envs, 2 repeats: ~2 min
     .venv/bin/python benchmarks/round_time.py --env smax:10m_vs_11m --num-envs 64
     .venv/bin/python benchmarks/round_time.py --b2mapo-set ratio=per_agent  # a B2MAPO variant
 
