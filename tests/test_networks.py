@@ -55,3 +55,22 @@ def test_independent_parameters_are_per_agent() -> None:
     assert np.all(changed[1:] == 0.0)
     state = jax.random.normal(jax.random.PRNGKey(3), (5, SPEC.state_dim))
     assert nets.value(params["critic"], state).shape == (5, SPEC.num_agents)
+
+
+def test_conditioned_actor_reads_only_earlier_actions() -> None:
+    """With conditioning, a later batch's logits depend on an earlier batch's action; the
+    earlier batch's logits do not depend on anyone's."""
+    nets = Networks(SPEC, hidden_size=8, share_params=True, condition_on_actions=True)
+    params = nets.init(jax.random.PRNGKey(0))["actor"]
+    obs, first, avail = random_inputs(jax.random.PRNGKey(1))
+    avail = jnp.ones_like(avail)
+    batch_index = jnp.broadcast_to(jnp.array([0, 1, 1]), obs.shape[:3])
+    carry = nets.initial_carry((2,))
+    actions_a = jnp.zeros(obs.shape[:3], jnp.int32)
+    actions_b = actions_a.at[..., 0].set(2)  # agent 0 (batch 0) acts differently
+    logits_a, logits_b = (
+        nets.unroll(params, carry, obs, first, avail, nets.preceding(a, batch_index))
+        for a in (actions_a, actions_b)
+    )
+    np.testing.assert_array_equal(np.asarray(logits_a[..., 0, :]), np.asarray(logits_b[..., 0, :]))
+    assert np.abs(np.asarray(logits_a[..., 1:, :] - logits_b[..., 1:, :])).max() > 1e-4

@@ -36,11 +36,20 @@ class RecurrentActor(nn.Module):
 
     hidden_size: int
     num_actions: int
-    preceding_dim: int = 0  # size of the earlier batches' action input; 0: no such input
+    preceding_agents: int = 0  # agents whose earlier actions this actor sees; 0: none
 
     def setup(self) -> None:
-        if self.preceding_dim:
+        if self.preceding_agents:
+            # Dense([features, one-hot actions of all agents]) written as a dense layer on the
+            # features plus a per-(agent, action) embedding gathered and summed: the same
+            # function, without an [n * A]-wide matmul.
             self.preceding_layer = _dense(self.hidden_size, np.sqrt(2))
+            fan_in = self.hidden_size + self.preceding_agents * self.num_actions
+            self.preceding_embedding = self.param(
+                "preceding_embedding",
+                nn.initializers.normal(np.sqrt(2.0 / fan_in)),
+                (self.preceding_agents, self.num_actions, self.hidden_size),
+            )
         self.input_layer = _dense(self.hidden_size, np.sqrt(2))
         self.input_gates = nn.Dense(3 * self.hidden_size)  # reset, update, candidate
         self.hidden_gates = nn.Dense(3 * self.hidden_size, kernel_init=nn.initializers.orthogonal())
@@ -79,8 +88,12 @@ class RecurrentActor(nn.Module):
         """Masked logits from the GRU features and, when conditioned, the actions of the
         agents in earlier batches (they enter after the GRU, so acting batch by batch
         re-runs only this head)."""
-        if self.preceding_dim:
-            features = nn.relu(self.preceding_layer(jnp.concatenate([features, preceding], -1)))
+        if self.preceding_agents:
+            visible = preceding < self.num_actions  # [..., n]
+            action = jnp.minimum(preceding, self.num_actions - 1)
+            embedded = self.preceding_embedding[jnp.arange(self.preceding_agents), action]
+            seen = jnp.sum(jnp.where(visible[..., None], embedded, 0.0), axis=-2)
+            features = nn.relu(self.preceding_layer(features) + seen)
         return jnp.where(avail, self.policy_head(features), MASKED_LOGIT)
 
 
@@ -115,13 +128,11 @@ def critic_input(state: jax.Array, num_agents: int) -> jax.Array:
 
 
 def preceding_actions(actions: jax.Array, batch_index: jax.Array, num_actions: int) -> jax.Array:
-    """Each agent's view of the actions of agents in earlier batches at the same step:
-    ``[..., n, n * A]``, the one-hot actions of agents ``j`` with ``m[j] < m[i]``, zeros for
-    the others."""
-    one_hot = jax.nn.one_hot(actions, num_actions)  # [..., n, A]
+    """Each agent's view of the actions taken at the same step by agents in earlier batches:
+    ``[..., n_i, n_j]`` int32, agent j's action where ``m[j] < m[i]``, else ``num_actions``
+    (nothing seen)."""
     earlier = batch_index[..., None, :] < batch_index[..., :, None]  # [..., i, j]
-    visible = earlier[..., None] * one_hot[..., None, :, :]  # [..., i, j, A]
-    return visible.reshape(*visible.shape[:-2], -1)
+    return jnp.where(earlier, actions[..., None, :], num_actions).astype(jnp.int32)
 
 
 class Networks:
@@ -144,8 +155,8 @@ class Networks:
         self.hidden_size = hidden_size
         self.share_params = share_params
         self.condition_on_actions = condition_on_actions
-        self.preceding_dim = spec.num_agents * spec.num_actions if condition_on_actions else 0
-        self.actor = RecurrentActor(hidden_size, spec.num_actions, self.preceding_dim)
+        preceding_agents = spec.num_agents if condition_on_actions else 0
+        self.actor = RecurrentActor(hidden_size, spec.num_actions, preceding_agents)
         self.critic = StateCritic(hidden_size)
         self._param_axis = None if share_params else 0
 
@@ -156,7 +167,7 @@ class Networks:
         carry = jnp.zeros((1, self.hidden_size))
         first = jnp.zeros((1,), bool)
         avail = jnp.ones((1, spec.num_actions), bool)
-        preceding = jnp.zeros((1, self.preceding_dim)) if self.preceding_dim else None
+        preceding = jnp.zeros((1, n), jnp.int32) if self.condition_on_actions else None
         state = jnp.zeros((1, spec.state_dim + n))
 
         def init_one(k: jax.Array) -> dict[str, Params]:
@@ -175,7 +186,7 @@ class Networks:
         return jnp.zeros((*batch_shape, self.spec.num_agents, self.hidden_size))
 
     def preceding(self, actions: jax.Array, batch_index: jax.Array) -> jax.Array | None:
-        """The earlier batches' action input ``[..., n, n A]``, or None when not conditioned."""
+        """The earlier batches' action input ``[..., n, n]``, or None when not conditioned."""
         if not self.condition_on_actions:
             return None
         return preceding_actions(actions, batch_index, self.spec.num_actions)
