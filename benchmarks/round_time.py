@@ -46,19 +46,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import jaxlib
 from rich.console import Console
 from rich.table import Table
+from timing import Timed, compile_timed, interleaved, machine_info
 
 from b2mapo.config import TrainConfig, resolve
 from b2mapo.engine import LearnerState, batch_sequential_update, init_learner
@@ -69,35 +67,10 @@ DEFAULT_OUT = Path(__file__).parent / "results" / "round_time.json"
 TARGET_PER_BATCH = 1.15  # the issue's budget: K batches cost at most K x 1.15 of MAPPO's round
 B2MAPO_BATCHES = (1, 2, 4)  # plus n
 
-Timed = Callable[[], Any]
-
 
 # ---------------------------------------------------------------------------------------------
 # Timing helpers
 # ---------------------------------------------------------------------------------------------
-
-
-def compile_timed(jitted: Any, *args: Any) -> tuple[Any, float]:
-    """AOT-compile ``jitted`` for ``args``; return the compiled callable and seconds taken."""
-    start = time.perf_counter()
-    compiled = jitted.lower(*args).compile()
-    return compiled, time.perf_counter() - start
-
-
-def run_timed(fn: Timed) -> float:
-    """Seconds for one call of ``fn`` until its outputs are ready."""
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    return time.perf_counter() - start
-
-
-def interleaved(timers: dict[str, Timed], rounds: int) -> dict[str, list[float]]:
-    """Time the (already warmed-up) timers round-robin ``rounds`` times; all times per name."""
-    times: dict[str, list[float]] = {name: [] for name in timers}
-    for _ in range(rounds):
-        for name, fn in timers.items():
-            times[name].append(run_timed(fn))
-    return times
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,20 +198,6 @@ def prepare_setting(
 # ---------------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------------
-
-
-def machine_info() -> dict[str, Any]:
-    return {
-        "jax": jax.__version__,
-        "jaxlib": jaxlib.__version__,
-        "backend": jax.default_backend(),
-        "devices": [str(d) for d in jax.devices()],
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-    }
 
 
 def add_ratios(records: list[dict[str, Any]]) -> None:

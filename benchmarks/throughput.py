@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,10 +45,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import jaxlib
 import numpy as np
 from rich.console import Console
 from rich.table import Table
+from timing import Timed, compile_timed, interleaved, machine_info
 
 from b2mapo.config import TrainConfig, resolve
 from b2mapo.engine import LearnerState, batch_sequential_update
@@ -61,41 +60,17 @@ from b2mapo.train import RunnerState, Trainer
 DEFAULT_MAPS = ("smax:3m", "smax:2s3z", "smax:5m_vs_6m", "mpe:simple_spread")
 DEFAULT_OUT = Path(__file__).parent / "results" / "throughput.json"
 
-Timed = Callable[[], Any]
-
 
 # ---------------------------------------------------------------------------------------------
 # Timing helpers
 # ---------------------------------------------------------------------------------------------
 
 
-def compile_timed(jitted: Any, *args: Any) -> tuple[Any, float]:
-    """AOT-compile ``jitted`` for ``args``; return the compiled callable and seconds taken."""
-    start = time.perf_counter()
-    compiled = jitted.lower(*args).compile()
-    return compiled, time.perf_counter() - start
-
-
-def run_timed(fn: Timed) -> float:
-    """Seconds for one call of ``fn`` until its outputs are ready."""
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    return time.perf_counter() - start
-
-
 def interleaved_best(timers: dict[str, Timed], rounds: int) -> dict[str, list[float]]:
-    """Warm every timer up once, then time them round-robin ``rounds`` times.
-
-    Returns all timings per name (the caller keeps the best); interleaving spreads any burst
-    of outside load over all measurements instead of biasing one of them.
-    """
+    """Warm every timer up once, then time them round-robin ``rounds`` times."""
     for fn in timers.values():
         jax.block_until_ready(fn())
-    times: dict[str, list[float]] = {name: [] for name in timers}
-    for _ in range(rounds):
-        for name, fn in timers.items():
-            times[name].append(run_timed(fn))
-    return times
+    return interleaved(timers, rounds)
 
 
 def xla_flops(compiled: Any) -> float | None:
@@ -380,21 +355,6 @@ def bench_map(
 # ---------------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------------
-
-
-def machine_info() -> dict[str, Any]:
-    return {
-        "jax": jax.__version__,
-        "jaxlib": jaxlib.__version__,
-        "backend": jax.default_backend(),
-        "devices": [str(d) for d in jax.devices()],
-        "device_count": jax.device_count(),
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-    }
 
 
 def _fmt_sps(x: float) -> str:
