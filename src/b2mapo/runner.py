@@ -190,9 +190,8 @@ def train(cfg: TrainConfig, console: Console | None = None) -> Summary:
     steady_seconds, steady_updates, train_seconds = 0.0, 0, 0.0
 
     progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed:,.0f}/{task.total:,.0f} steps"),
+        BarColumn(bar_width=16),
+        TextColumn("{task.percentage:>3.0f}%"),
         TimeElapsedColumn(),
         TextColumn("{task.fields[status]}"),
         console=console,
@@ -221,15 +220,15 @@ def train(cfg: TrainConfig, console: Console | None = None) -> Summary:
 
             status = (
                 f"win {np.asarray(metrics['win_rate'])[:, -1].mean():.2f} "
-                f"return {np.asarray(metrics['episode_return'])[:, -1].mean():.2f} "
-                f"{updates_per_chunk * cfg.steps_per_update * cfg.seeds / seconds:,.0f} steps/s "
-                f"K {np.asarray(metrics['num_batches'])[:, -1].mean():.1f} "
-                f"update {np.asarray(metrics['update_seconds'])[:, -1].mean():.2f}s"
+                f"ret {np.asarray(metrics['episode_return'])[:, -1].mean():.2f} "
+                f"{updates_per_chunk * cfg.steps_per_update * cfg.seeds / seconds / 1e3:.1f}k sps "
+                f"K {np.asarray(metrics['num_batches'])[:, -1].mean():.0f} "
+                f"upd {np.asarray(metrics['update_seconds'])[:, -1].mean():.2f}s"
             )
             if eval_chunks and (chunk_index % eval_chunks == 0 or done_updates >= total_updates):
                 greedy, sampled = evaluate(trainer, state)
                 log.write(_eval_records(done_updates, cfg, greedy, sampled))
-                status += f" | eval win {greedy['win_rate'].mean():.2f}"
+                status += f" eval {greedy['win_rate'].mean():.2f}"
             last_good = str(checkpoint.save(run_dir, done_updates, state))
             progress.update(task, completed=done_updates * cfg.steps_per_update, status=status)
 
