@@ -62,7 +62,7 @@ class TrainConfig:
     partition: str = "single"
     """How agents are grouped into sequentially updated batches: single (all together),
     sequential_random, sequential_advantage (A2PO's order), random_k, greedy_coloring,
-    brute_force."""
+    brute_force, learned (B2MAPO's DAG generator)."""
     num_batches: int = 2
     """Number of batches K for the random_k partitioner."""
     dependency_graph: str = "none"
@@ -79,6 +79,30 @@ class TrainConfig:
     preceding_factor: str = "none"
     """Factor from the agents updated earlier in the round: none, happo (unclipped, outside
     the clip) or clipped (1 ± clip_eps/2, inside the clip, eq. 12)."""
+    dag_period: int = 8
+    """B2MAPO: environment steps between DAG samples (T); must divide rollout_len."""
+    dag_delta: float = 0.1
+    """B2MAPO: attention weights below this are no dependency (δ); pairs with
+    g_ij + g_ji >= δ are candidate edges."""
+    dag_lr: float = 5e-4
+    """B2MAPO: learning rate of the DAG generator and its critic."""
+    dag_kl_coef: float = 0.01
+    """B2MAPO: coefficient c_1 of KL(old generator || new generator) (eq. 8)."""
+    dag_ent_coef: float = 0.01
+    """B2MAPO: entropy bonus of the DAG generator."""
+    batch_cost: float = 0.0
+    """B2MAPO: cost per batch subtracted from the generator's period reward (trades
+    performance for update speed)."""
+    derived: str = "mappo"
+    """B2MAPO: the derived decentralised policy used at execution: mappo (centralised
+    critic) or ippo (decentralised critic)."""
+    derived_ratio: str = "behaviour"
+    """B2MAPO: denominator of the derived policy's PPO ratio: behaviour (π's stored
+    probability, SPEC §4) or own (its own rollout-time probability)."""
+    distill_coef: float = 1.0
+    """B2MAPO: weight β of the distillation loss KL(π || π_ind) (eq. 13)."""
+    distill_every: int = 1
+    """B2MAPO: add the distillation loss every this many rounds."""
     episode_limit: int = 0
     """Episode time limit; 0 keeps the environment's default."""
     updates_per_chunk: int = 10
@@ -120,6 +144,8 @@ class TrainConfig:
             "hidden_size",
             "updates_per_chunk",
             "eval_episodes",
+            "dag_period",
+            "distill_every",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be a positive integer")
@@ -133,7 +159,7 @@ class TrainConfig:
         for name in ("gamma", "gae_lambda"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name}={getattr(self, name)} must be in [0, 1]")
-        for name in ("lr", "clip_eps", "max_grad_norm", "huber_delta"):
+        for name in ("lr", "clip_eps", "max_grad_norm", "huber_delta", "dag_lr"):
             if not getattr(self, name) > 0.0:
                 raise ConfigError(f"{name}={getattr(self, name)} must be > 0")
         for name, allowed in CHOICES.items():
@@ -143,8 +169,21 @@ class TrainConfig:
                 )
         if self.num_batches < 1:
             raise ConfigError(f"num_batches={self.num_batches} must be a positive integer")
-        if self.ent_coef < 0.0:
-            raise ConfigError(f"ent_coef={self.ent_coef} must be >= 0")
+        for name in ("ent_coef", "dag_kl_coef", "dag_ent_coef", "batch_cost", "distill_coef"):
+            if getattr(self, name) < 0.0:
+                raise ConfigError(f"{name}={getattr(self, name)} must be >= 0")
+        if not 0.0 <= self.dag_delta <= 1.0:
+            raise ConfigError(f"dag_delta={self.dag_delta} must be in [0, 1]")
+        if self.partition == "learned":
+            if self.rollout_len % self.dag_period:
+                raise ConfigError(
+                    f"dag_period={self.dag_period} must divide rollout_len={self.rollout_len}"
+                )
+            if not self.condition_on_actions:
+                raise ConfigError(
+                    "partition=learned trains B2MAPO's joint policy π, which acts batch by "
+                    "batch: it needs condition_on_actions=True"
+                )
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -157,10 +196,12 @@ RESUMABLE_CHANGES = frozenset({"eval_every", "eval_episodes", "out"})
 
 # Allowed values of the string-valued switches.
 CHOICES: dict[str, tuple[str, ...]] = {
-    "partition": PARTITIONERS,
+    "partition": (*PARTITIONERS, "learned"),
     "ratio": ("per_agent", "joint"),
     "advantage": ("gae", "corrected"),
     "preceding_factor": ("none", "happo", "clipped"),
+    "derived": ("mappo", "ippo"),
+    "derived_ratio": ("behaviour", "own"),
 }
 
 # Algorithm presets: values that differ from the TrainConfig defaults. Data, not code paths.
@@ -175,6 +216,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     "b2mapo-fixed": {
         "partition": "random_k",
         "num_batches": 2,
+        "ratio": "joint",
+        "advantage": "corrected",
+        "preceding_factor": "clipped",
+        "condition_on_actions": True,
+    },
+    "b2mapo": {
+        "partition": "learned",
         "ratio": "joint",
         "advantage": "corrected",
         "preceding_factor": "clipped",

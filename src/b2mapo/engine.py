@@ -25,6 +25,7 @@ from b2mapo.config import TrainConfig
 from b2mapo.losses import (
     ValueNorm,
     categorical_entropy,
+    categorical_kl,
     categorical_log_prob,
     clipped_surrogate,
     clipped_value_loss,
@@ -35,7 +36,7 @@ from b2mapo.losses import (
 )
 from b2mapo.networks import Networks, Params
 from b2mapo.partition import Partitioner
-from b2mapo.rollout import Trajectory, Transition
+from b2mapo.rollout import Distillation, Trajectory, Transition
 
 STAGE_METRICS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "grad_norm")
 
@@ -59,6 +60,7 @@ class StageBatch(NamedTuple):
     policy_mask: jax.Array  # [T, B, n], sample in this stage and the agent had a choice
     stage_mask: jax.Array  # [T, B, n], sample in this stage
     preceding: jax.Array  # [T, B], joint new/old ratio of the agents updated earlier
+    distill: Distillation | None = None  # teacher to distil into the actor (π_ind only)
 
 
 def make_optimiser(cfg: TrainConfig) -> optax.GradientTransformation:
@@ -123,8 +125,12 @@ def stage_loss(
     )
     policy_loss = -masked_mean(surrogate, batch.policy_mask)
     entropy = masked_mean(categorical_entropy(logits), batch.policy_mask)
+    distill_loss = jnp.float32(0.0)
+    if batch.distill is not None:
+        kl = categorical_kl(batch.distill.logits, logits) * batch.distill.weight[..., None]
+        distill_loss = masked_mean(kl, batch.policy_mask)
 
-    values = networks.value(params["critic"], tr.state)
+    values = networks.value(params["critic"], tr.state, tr.obs)
     value_errors = clipped_value_loss(
         values, tr.value, batch.value_targets, cfg.clip_eps, cfg.huber_delta
     )
@@ -137,7 +143,9 @@ def stage_loss(
         "approx_kl": masked_mean((ratio - 1.0) - log_ratio, batch.policy_mask),
         "clipfrac": masked_mean(jnp.abs(ratio - 1.0) > cfg.clip_eps, batch.policy_mask),
     }
-    return policy_loss - cfg.ent_coef * entropy + value_loss, metrics
+    if batch.distill is not None:
+        metrics["distill_loss"] = distill_loss
+    return policy_loss - cfg.ent_coef * entropy + value_loss + distill_loss, metrics
 
 
 def _minibatches(batch: StageBatch, key: jax.Array, count: int) -> StageBatch:
@@ -239,6 +247,7 @@ def run_stage(
         policy_mask=policy_mask,
         stage_mask=stage_mask,
         preceding=preceding,
+        distill=ctx.trajectory.distill,
     )
     agents_in_stage = jnp.any(stage_mask, axis=tuple(range(stage_mask.ndim - 1)))
     optimiser = make_optimiser(cfg)
@@ -288,7 +297,8 @@ def batch_sequential_update(
     partition_key, key = jax.random.split(key)
     ctx = prepare_round(learner, trajectory, partition_key, partitioner, cfg)
     num_batches = jnp.max(ctx.batch_index) + 1
-    skipped = {name: jnp.float32(0.0) for name in STAGE_METRICS}
+    names = STAGE_METRICS + (("distill_loss",) if trajectory.distill is not None else ())
+    skipped = {name: jnp.float32(0.0) for name in names}
 
     def stage_step(carry: tuple, stage: jax.Array) -> tuple:
         def run(carry: tuple) -> tuple:

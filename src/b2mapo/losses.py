@@ -122,6 +122,14 @@ def categorical_entropy(logits: jax.Array) -> jax.Array:
     return -jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1)
 
 
+def categorical_kl(teacher_logits: jax.Array, student_logits: jax.Array) -> jax.Array:
+    """``KL(teacher || student)`` of masked categoricals ``[..., A]`` (masked actions have
+    exactly zero teacher probability, so they contribute nothing)."""
+    teacher_log_p = jax.nn.log_softmax(teacher_logits)
+    student_log_p = jax.nn.log_softmax(student_logits)
+    return jnp.sum(jnp.exp(teacher_log_p) * (teacher_log_p - student_log_p), axis=-1)
+
+
 class ValueNorm(NamedTuple):
     """Running mean and variance of value targets, debiased (MAPPO's ValueNorm)."""
 

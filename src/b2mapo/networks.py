@@ -98,7 +98,8 @@ class RecurrentActor(nn.Module):
 
 
 class StateCritic(nn.Module):
-    """Centralised critic: global state and agent id -> value (normalised scale)."""
+    """Critic MLP: per-agent input (global state or own observation, plus agent id) -> value
+    (normalised scale)."""
 
     hidden_size: int
 
@@ -141,7 +142,8 @@ class Networks:
     ``share_params`` broadcasts one parameter set over agents; otherwise each agent has its
     own parameters, stacked along a leading axis. ``condition_on_actions`` gives the actor
     the actions of agents in earlier batches at the same step (B2MAPO); then agents act
-    batch by batch.
+    batch by batch. ``local_critic`` gives the critic each agent's own observation instead
+    of the global state (IPPO's decentralised critic).
     """
 
     def __init__(
@@ -150,11 +152,13 @@ class Networks:
         hidden_size: int,
         share_params: bool,
         condition_on_actions: bool = False,
+        local_critic: bool = False,
     ) -> None:
         self.spec = spec
         self.hidden_size = hidden_size
         self.share_params = share_params
         self.condition_on_actions = condition_on_actions
+        self.local_critic = local_critic
         preceding_agents = spec.num_agents if condition_on_actions else 0
         self.actor = RecurrentActor(hidden_size, spec.num_actions, preceding_agents)
         self.critic = StateCritic(hidden_size)
@@ -168,7 +172,7 @@ class Networks:
         first = jnp.zeros((1,), bool)
         avail = jnp.ones((1, spec.num_actions), bool)
         preceding = jnp.zeros((1, n), jnp.int32) if self.condition_on_actions else None
-        state = jnp.zeros((1, spec.state_dim + n))
+        state = jnp.zeros((1, (spec.obs_dim if self.local_critic else spec.state_dim) + n))
 
         def init_one(k: jax.Array) -> dict[str, Params]:
             ka, kc = jax.random.split(k)
@@ -264,15 +268,22 @@ class Networks:
         actions, logits = jax.lax.fori_loop(0, jnp.max(index) + 1, batch_acts, (actions, logits))
         return carry, actions, logits
 
-    def value(self, critic_params: Params, state: jax.Array) -> jax.Array:
-        """Values ``[..., n]`` (normalised scale) from global states ``[..., state_dim]``.
+    def value(
+        self, critic_params: Params, state: jax.Array, obs: jax.Array | None = None
+    ) -> jax.Array:
+        """Values ``[..., n]`` (normalised scale) from global states ``[..., state_dim]`` or,
+        with a local critic, from observations ``[..., n, obs_dim]``.
 
         The critic is a state-value baseline and does not see earlier batches' actions: a
         bootstrap from the next state would need actions not yet chosen.
         """
         n = self.spec.num_agents
         batch_shape = state.shape[:-1]
-        inputs = critic_input(state.reshape(-1, state.shape[-1]), n)
+        if self.local_critic:
+            assert obs is not None, "a local critic needs the observations"
+            inputs = with_agent_id(obs.reshape(-1, n, obs.shape[-1]))
+        else:
+            inputs = critic_input(state.reshape(-1, state.shape[-1]), n)
         apply = jax.vmap(self.critic.apply, in_axes=(self._param_axis, 1), out_axes=1)
         return apply(critic_params, inputs).reshape(*batch_shape, n)
 
@@ -290,6 +301,18 @@ class Networks:
         The same function as ``act`` step by step, but the input layers and the policy head
         run once over the whole sequence; only the GRU's hidden update is sequential.
         """
+        return self.replay(actor_params, carry, obs, first, avail, preceding)[1]
+
+    def replay(
+        self,
+        actor_params: Params,
+        carry: jax.Array,
+        obs: jax.Array,
+        first: jax.Array,
+        avail: jax.Array,
+        preceding: jax.Array | None = None,
+    ) -> tuple[jax.Array, jax.Array]:
+        """``unroll`` that also returns the GRU state after the sequence ``[B, n, h]``."""
         first = jnp.broadcast_to(first[..., None], obs.shape[:3])
         obs = with_agent_id(obs)
         encode = self._per_agent(RecurrentActor.encode, 2, obs)
@@ -299,9 +322,9 @@ class Networks:
         def step(c: jax.Array, inputs: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
             return recur(actor_params, c, *inputs)
 
-        _, features = jax.lax.scan(step, carry, (input_gates, first))
+        carry, features = jax.lax.scan(step, carry, (input_gates, first))
         head = self._per_agent(RecurrentActor.head, 2, features, avail, preceding)
-        return head(actor_params, features, avail, preceding)
+        return carry, head(actor_params, features, avail, preceding)
 
 
 def sample_actions(key: jax.Array, logits: jax.Array, greedy: bool = False) -> jax.Array:

@@ -17,6 +17,7 @@ class Transition(NamedTuple):
 
     obs: jax.Array  # [E, n, obs_dim]
     state: jax.Array  # [E, state_dim]
+    next_state: jax.Array  # [E, state_dim], state reached, before auto-reset
     avail: jax.Array  # [E, n, A]
     first: jax.Array  # [E], obs is the first of an episode (resets the GRU)
     action: jax.Array  # [E, n]
@@ -29,11 +30,19 @@ class Transition(NamedTuple):
     done: jax.Array  # [E]
 
 
+class Distillation(NamedTuple):
+    """A teacher policy to distil into the actor being trained (π into π_ind, eq. 13)."""
+
+    logits: jax.Array  # [T, E, n, A], the teacher's masked logits
+    weight: jax.Array  # [T, E], coefficient of KL(teacher || actor); 0 turns it off
+
+
 class Trajectory(NamedTuple):
     """A time-major rollout plus the actor's GRU state at its start."""
 
     transitions: Transition  # leaves [T, E, ...]
     initial_carry: jax.Array  # [E, n, h]
+    distill: Distillation | None = None
 
 
 class EnvLoopState(NamedTuple):
@@ -71,7 +80,7 @@ def rollout(
     batch_index: jax.Array,
 ) -> tuple[EnvLoopState, Trajectory, EpisodeMetrics]:
     """Run every env ``length`` steps with the current policy and record the transitions;
-    ``batch_index[n]`` is the partition in force during the rollout."""
+    ``batch_index`` (``[n]``, or ``[E, n]`` per env) is the partition in force during it."""
     num_envs = loop.first.shape[0]
 
     def step(loop: EnvLoopState, key: jax.Array) -> tuple[EnvLoopState, tuple]:
@@ -87,6 +96,7 @@ def rollout(
         transition = Transition(
             obs=ts.obs,
             state=ts.state,
+            next_state=next_ts.final_state,
             avail=ts.avail,
             first=loop.first,
             action=action,

@@ -122,7 +122,7 @@ def _records(metrics: dict[str, jax.Array], first_update: int, cfg: TrainConfig)
 
 
 def _check_finite(metrics: dict[str, jax.Array], first_update: int, last_good: str) -> None:
-    for key in LOSS_KEYS:
+    for key in (k for k in metrics if k in LOSS_KEYS or k.endswith("_loss")):
         values = np.asarray(metrics[key])
         bad = ~np.isfinite(values)
         if bad.any():
@@ -133,16 +133,23 @@ def _check_finite(metrics: dict[str, jax.Array], first_update: int, last_good: s
             )
 
 
-def evaluate(trainer: Trainer, state: RunnerState) -> tuple[dict, dict]:
-    """Greedy and sampled evaluation of every seed's current policy."""
+def evaluate(trainer: Trainer, state: RunnerState, joint: bool = True) -> tuple[dict, dict]:
+    """Greedy and sampled evaluation of every seed's executing policy (π_ind for B2MAPO,
+    whose joint policy π is also scored, under ``joint_`` keys, when ``joint``)."""
     update = int(np.asarray(state.update).max())
     keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(
         trainer.seed_keys(EVAL_SEED_OFFSET), update
     )
     results = []
     for greedy in (True, False):
-        result = trainer.evaluate(state.learner.params, keys, greedy)
-        results.append({k: np.asarray(v) for k, v in result._asdict().items()})
+        by_policy = trainer.evaluate(trainer.policies(state), keys, greedy, joint)
+        results.append(
+            {
+                prefix + k: np.asarray(v)
+                for prefix, result in by_policy.items()
+                for k, v in result._asdict().items()
+            }
+        )
     return results[0], results[1]
 
 
@@ -218,17 +225,20 @@ def train(cfg: TrainConfig, console: Console | None = None) -> Summary:
             done_updates += updates_per_chunk
             chunk_index += 1
 
+            k_key = "dag_num_batches" if "dag_num_batches" in metrics else "num_batches"
             status = (
                 f"win {np.asarray(metrics['win_rate'])[:, -1].mean():.2f} "
                 f"ret {np.asarray(metrics['episode_return'])[:, -1].mean():.2f} "
                 f"{updates_per_chunk * cfg.steps_per_update * cfg.seeds / seconds / 1e3:.1f}k sps "
-                f"K {np.asarray(metrics['num_batches'])[:, -1].mean():.0f} "
+                f"K {np.asarray(metrics[k_key])[:, -1].mean():.1f} "
                 f"upd {np.asarray(metrics['update_seconds'])[:, -1].mean():.2f}s"
             )
             if eval_chunks and (chunk_index % eval_chunks == 0 or done_updates >= total_updates):
                 greedy, sampled = evaluate(trainer, state)
                 log.write(_eval_records(done_updates, cfg, greedy, sampled))
                 status += f" eval {greedy['win_rate'].mean():.2f}"
+                if "joint_win_rate" in greedy:  # B2MAPO: π_ind, then π
+                    status += f"/{greedy['joint_win_rate'].mean():.2f}"
             last_good = str(checkpoint.save(run_dir, done_updates, state))
             progress.update(task, completed=done_updates * cfg.steps_per_update, status=status)
 
@@ -256,9 +266,10 @@ def summary_table(summary: Summary, title: str) -> Table:
     """A small table of the final evaluation (mean ± std over seeds) and run facts."""
     table = Table(title=title, show_header=False)
     for name, result in (("greedy", summary.eval_greedy), ("sampled", summary.eval_sampled)):
-        for key in ("win_rate", "episode_return"):
-            values = result[key]
-            table.add_row(f"eval {name} {key}", f"{values.mean():.3f} ± {values.std():.3f}")
+        for key in ("win_rate", "episode_return", "joint_win_rate", "joint_episode_return"):
+            if key in result:
+                values = result[key]
+                table.add_row(f"eval {name} {key}", f"{values.mean():.3f} ± {values.std():.3f}")
     table.add_row("updates / env steps per seed", f"{summary.updates:,} / {summary.env_steps:,}")
     if summary.train_seconds:
         table.add_row("compile time", f"{summary.compile_seconds:.1f} s")
@@ -269,7 +280,8 @@ def summary_table(summary: Summary, title: str) -> Table:
 
 
 def evaluate_run(run_dir: Path, episodes: int | None = None) -> Summary:
-    """Evaluate the newest checkpoint of a run directory with its saved config."""
+    """Evaluate the newest checkpoint of a run directory with its saved config: the policy
+    that executes (for B2MAPO π_ind alone, decentralised)."""
     cfg = checkpoint.load_config(run_dir)
     if episodes is not None:
         cfg = TrainConfig(**{**cfg.to_dict(), "eval_episodes": episodes}).validate()
@@ -278,5 +290,5 @@ def evaluate_run(run_dir: Path, episodes: int | None = None) -> Summary:
     if restored is None:
         raise checkpoint.ConfigError(f"{run_dir} has no checkpoint to evaluate")
     update, state = restored
-    greedy, sampled = evaluate(trainer, state)
+    greedy, sampled = evaluate(trainer, state, joint=False)
     return Summary(run_dir, update, update * cfg.steps_per_update, greedy, sampled)

@@ -11,11 +11,21 @@ import numpy as np
 from jax.experimental import io_callback
 
 from b2mapo.config import ConfigError, TrainConfig
+from b2mapo.dag import log_prob
+from b2mapo.derived import DerivedState, make_derived
 from b2mapo.engine import LearnerState, batch_sequential_update, init_learner
 from b2mapo.envs import make_env
 from b2mapo.networks import Networks, Params
-from b2mapo.partition import make_partitioner
-from b2mapo.rollout import EnvLoopState, reset_envs, rollout
+from b2mapo.partition import Partitioner, make_partitioner, single
+from b2mapo.rollout import (
+    Distillation,
+    EnvLoopState,
+    EpisodeMetrics,
+    Trajectory,
+    reset_envs,
+    rollout,
+)
+from b2mapo.upper import Period, UpperCarry, UpperLayer, UpperLearner
 
 
 def _host_clock(*dependencies: jax.Array) -> jax.Array:
@@ -31,12 +41,27 @@ _CLOCK_ORIGIN = time.perf_counter()
 
 
 class RunnerState(NamedTuple):
-    """Everything a seed's training carries between chunks; a checkpoint saves exactly this."""
+    """Everything a seed's training carries between chunks; a checkpoint saves exactly this.
+
+    ``upper``, ``upper_carry`` and ``derived`` are B2MAPO's DAG generator and derived policy
+    π_ind (None for the other algorithms).
+    """
 
     learner: LearnerState
     loop: EnvLoopState
     key: jax.Array
     update: jax.Array  # updates done so far
+    upper: UpperLearner | None = None
+    upper_carry: UpperCarry | None = None
+    derived: DerivedState | None = None
+
+
+class Policies(NamedTuple):
+    """The parameters evaluation needs: π, and for B2MAPO the generator and π_ind."""
+
+    joint: dict[str, Params]
+    upper: Params | None = None
+    derived: dict[str, Params] | None = None
 
 
 class EvalResult(NamedTuple):
@@ -59,15 +84,24 @@ class Trainer:
         self.networks = Networks(
             self.env.spec, cfg.hidden_size, cfg.share_params, cfg.condition_on_actions
         )
-        try:
-            self.partitioner = make_partitioner(
-                cfg.partition, self.env.spec.num_agents, cfg.num_batches, cfg.dependency_graph
-            )
-        except ValueError as error:
-            raise ConfigError(f"{error} (env {cfg.env})") from None
+        self.learned = cfg.partition == "learned"
+        n = self.env.spec.num_agents
+        if self.learned:
+            # The batches come from the DAG generator and are stored per step; the engine
+            # only reads them from the rollout.
+            self.partitioner = Partitioner(single(n))
+            self.upper = UpperLayer(self.env.spec, cfg)
+            self.derived = make_derived(self.env.spec, cfg)
+        else:
+            try:
+                self.partitioner = make_partitioner(
+                    cfg.partition, n, cfg.num_batches, cfg.dependency_graph
+                )
+            except ValueError as error:
+                raise ConfigError(f"{error} (env {cfg.env})") from None
         self.chunk = jax.jit(jax.vmap(self._chunk_one))
         self.evaluate = jax.jit(
-            jax.vmap(self._evaluate_one, in_axes=(0, 0, None)), static_argnums=2
+            jax.vmap(self._evaluate_one, in_axes=(0, 0, None, None)), static_argnums=(2, 3)
         )
 
     def seed_keys(self, offset: int = 0) -> jax.Array:
@@ -80,13 +114,31 @@ class Trainer:
         return jax.jit(jax.vmap(self._init_one))(self.seed_keys())
 
     def _init_one(self, key: jax.Array) -> RunnerState:
-        param_key, env_key, key = jax.random.split(key, 3)
+        param_key, env_key, upper_key, derived_key, key = jax.random.split(key, 5)
         learner = init_learner(self.networks, self.cfg, param_key)
         loop = reset_envs(self.env, self.networks, env_key, self.cfg.num_envs)
-        return RunnerState(learner, loop, key, jnp.int32(0))
+        state = RunnerState(learner, loop, key, jnp.int32(0))
+        if self.learned:
+            state = state._replace(
+                upper=self.upper.init(upper_key),
+                upper_carry=self.upper.initial_carry(self.cfg.num_envs),
+                derived=self.derived.init(derived_key, self.cfg.num_envs),
+            )
+        return state
+
+    @staticmethod
+    def policies(state: RunnerState) -> Policies:
+        """The parameters of ``state`` that act (evaluation input)."""
+        return Policies(
+            state.learner.params,
+            None if state.upper is None else state.upper.params,
+            None if state.derived is None else state.derived.learner.params,
+        )
 
     def _round(self, state: RunnerState, _: None) -> tuple[RunnerState, dict[str, jax.Array]]:
         """One training round: collect a rollout, then update on it."""
+        if self.learned:
+            return self._round_learned(state)
         key, partition_key, rollout_key, update_key = jax.random.split(state.key, 4)
         no_scores = jnp.zeros((self.env.spec.num_agents,))
         batch_index = self.partitioner.partition(partition_key, no_scores)
@@ -106,54 +158,202 @@ class Trainer:
             state.learner, trajectory, update_key, self.networks, self.partitioner, self.cfg
         )
         update_end = _host_clock(jax.tree.leaves(learner.params)[0], metrics["policy_loss"])
-        count = jnp.maximum(episodes.episodes, 1)
+        metrics |= _episode_metrics(episodes) | {"update_seconds": update_end - update_start}
+        return state._replace(learner=learner, loop=loop, key=key, update=state.update + 1), metrics
+
+    def _round_learned(self, state: RunnerState) -> tuple[RunnerState, dict[str, jax.Array]]:
+        """A B2MAPO round: roll out π with a DAG sampled every ``dag_period`` steps, update
+        π by the engine on the DAG's batches, then the generator, then π_ind."""
+        cfg, upper = self.cfg, self.upper
+        key, rollout_key, update_key, upper_key, derived_key = jax.random.split(state.key, 5)
+        params = state.learner.params
+
+        def period(carry: tuple, key: jax.Array) -> tuple[tuple, tuple]:
+            loop, upper_carry = carry
+            act_key, step_key = jax.random.split(key)
+            ts = loop.timestep
+            next_carry, action, dist, batch_index = upper.act(
+                state.upper.params, upper_carry, ts.obs, ts.state, act_key
+            )
+            loop, trajectory, episodes = rollout(
+                self.env, self.networks, params, loop, step_key, cfg.dag_period, batch_index
+            )
+            k = jnp.max(batch_index, axis=-1) + 1
+            tr = trajectory.transitions
+            reward, ended = upper.period_reward(tr.reward, tr.done, k)
+            all_log_prob = jax.vmap(log_prob, in_axes=(0, 0, 0, 0, None))
+            record = Period(
+                obs=ts.obs,
+                state=ts.state,
+                reset=upper_carry.reset,
+                action=action,
+                g=dist.g,
+                log_prob=all_log_prob(
+                    action, dist.order_scores, dist.edge_logits, dist.g, cfg.dag_delta
+                ),
+                value=dist.value,
+                reward=reward,
+                done=ended,
+                num_batches=k,
+            )
+            return (loop, next_carry._replace(reset=ended)), (trajectory, record, episodes)
+
+        periods_per_round = cfg.rollout_len // cfg.dag_period
+        (loop, upper_carry), (pieces, periods, episodes) = jax.lax.scan(
+            period,
+            (state.loop, state.upper_carry),
+            jax.random.split(rollout_key, periods_per_round),
+        )
+        transitions = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), pieces.transitions)
+        trajectory = Trajectory(transitions, pieces.initial_carry[0])
+        episodes = jax.tree.map(jnp.sum, episodes)
+
+        update_start = _host_clock(transitions.reward)
+        update_start, trajectory = jax.lax.optimization_barrier((update_start, trajectory))
+        learner, metrics = batch_sequential_update(
+            state.learner, trajectory, update_key, self.networks, self.partitioner, cfg
+        )
+        joint_end = _host_clock(jax.tree.leaves(learner.params)[0], metrics["policy_loss"])
+        last = loop.timestep
+        last_value = upper.value(state.upper.params, upper_carry, last.obs, last.state)
+        upper_learner, upper_metrics = upper.update(
+            state.upper, periods, state.upper_carry, last_value, upper_key
+        )
+        # π_ind distils the updated π: its logits on the actions the rollout took.
+        teacher_logits = self.networks.unroll(
+            learner.params["actor"],
+            trajectory.initial_carry,
+            transitions.obs,
+            transitions.first,
+            transitions.avail,
+            self.networks.preceding(transitions.action, transitions.batch_index),
+        )
+        distilling = (state.update % cfg.distill_every) == 0
+        weight = jnp.where(distilling, cfg.distill_coef, 0.0)
+        teacher = Distillation(teacher_logits, jnp.broadcast_to(weight, transitions.reward.shape))
+        derived, derived_metrics = self.derived.update(
+            state.derived, trajectory, last.obs, teacher, derived_key
+        )
+        update_end = _host_clock(
+            jax.tree.leaves(derived.learner.params)[0], jax.tree.leaves(upper_learner.params)[0]
+        )
+        metrics |= upper_metrics | derived_metrics | _episode_metrics(episodes)
         metrics |= {
-            "episodes": episodes.episodes,
-            "episode_return": episodes.return_sum / count,
-            "episode_length": episodes.length_sum / count,
-            "win_rate": episodes.wins / count,
+            "dag_num_batches": periods.num_batches.mean(),
+            "joint_update_seconds": joint_end - update_start,
             "update_seconds": update_end - update_start,
         }
-        return RunnerState(learner, loop, key, state.update + 1), metrics
+        new_state = state._replace(
+            learner=learner,
+            loop=loop,
+            key=key,
+            update=state.update + 1,
+            upper=upper_learner,
+            upper_carry=upper_carry,
+            derived=derived,
+        )
+        return new_state, metrics
 
     def _chunk_one(self, state: RunnerState) -> tuple[RunnerState, dict[str, jax.Array]]:
         return jax.lax.scan(self._round, state, None, self.cfg.updates_per_chunk)
 
-    def _evaluate_one(self, params: dict[str, Params], key: jax.Array, greedy: bool) -> EvalResult:
-        """Play ``eval_episodes`` episodes in parallel envs and score the first one of each."""
-        episodes = self.cfg.eval_episodes
-        reset_key, partition_key, key = jax.random.split(key, 3)
-        loop = reset_envs(self.env, self.networks, reset_key, episodes)
-        no_scores = jnp.zeros((self.env.spec.num_agents,))
-        batch_index = self.partitioner.partition(partition_key, no_scores)
-        zeros = jnp.zeros((episodes,))
-        finished = jnp.zeros((episodes,), bool)
+    def _evaluate_one(
+        self, policies: Policies, key: jax.Array, greedy: bool, joint: bool
+    ) -> dict[str, EvalResult]:
+        """Play ``eval_episodes`` episodes in parallel envs and score the first one of each.
 
-        def step(carry: tuple, key: jax.Array) -> tuple[tuple, None]:
-            loop, finished, won, ret, length = carry
-            action_key, env_key = jax.random.split(key)
-            ts = loop.timestep
-            h, action, _ = self.networks.policy_step(
-                params["actor"],
-                loop.carry,
+        Key ``""`` is the policy that executes: π, or π_ind for B2MAPO. For B2MAPO with
+        ``joint``, key ``"joint_"`` also scores π acting batch by batch on sampled DAGs.
+        """
+        if not self.learned:
+            return {"": self._play_joint(policies, key, greedy)}
+        derived_key, joint_key = jax.random.split(key)
+        results = {"": self._play_derived(policies.derived, derived_key, greedy)}
+        if joint:
+            results["joint_"] = self._play_joint(policies, joint_key, greedy)
+        return results
+
+    def _play_derived(self, params: dict[str, Params], key: jax.Array, greedy: bool):
+        carry = self.networks.initial_carry((self.cfg.eval_episodes,))
+
+        def act(carry, ts, first, step, key):
+            return self.derived.act(params, carry, ts.obs, first, ts.avail, key, greedy)
+
+        return self._play(act, carry, key)
+
+    def _play_joint(self, policies: Policies, key: jax.Array, greedy: bool) -> EvalResult:
+        """π acting batch by batch: on a fixed partition, or on a DAG every ``dag_period``."""
+        episodes, n = self.cfg.eval_episodes, self.env.spec.num_agents
+        partition_key, key = jax.random.split(key)
+        fixed = self.partitioner.partition(partition_key, jnp.zeros((n,)))
+        batch_index = jnp.broadcast_to(fixed, (episodes, n))
+        upper_carry = self.upper.initial_carry(episodes) if self.learned else None
+        carry = (self.networks.initial_carry((episodes,)), upper_carry, batch_index)
+
+        def act(carry, ts, first, step, key):
+            actor_carry, upper_carry, batch_index = carry
+            dag_key, action_key = jax.random.split(key)
+            if self.learned:
+                upper_carry = upper_carry._replace(reset=upper_carry.reset | first)
+                stepped, _, _, sampled = self.upper.act(
+                    policies.upper, upper_carry, ts.obs, ts.state, dag_key, greedy
+                )
+                boundary = step % self.cfg.dag_period == 0
+                upper_carry = jax.tree.map(
+                    lambda new, old: jnp.where(boundary, new, old), stepped, upper_carry
+                )
+                batch_index = jnp.where(boundary, sampled, batch_index)
+            actor_carry, action, _ = self.networks.policy_step(
+                policies.joint["actor"],
+                actor_carry,
                 ts.obs,
-                loop.first,
+                first,
                 ts.avail,
                 batch_index,
                 action_key,
                 greedy,
             )
+            return (actor_carry, upper_carry, batch_index), action
+
+        return self._play(act, carry, key)
+
+    def _play(self, act, carry, key: jax.Array) -> EvalResult:
+        """Run ``act(carry, timestep, first, step, key) -> (carry, actions)`` in
+        ``eval_episodes`` envs for one episode length and score each env's first episode."""
+        episodes = self.cfg.eval_episodes
+        reset_key, key = jax.random.split(key)
+        env_state, ts = jax.vmap(self.env.reset)(jax.random.split(reset_key, episodes))
+        zeros = jnp.zeros((episodes,))
+        finished = jnp.zeros((episodes,), bool)
+
+        def step(loop: tuple, inputs: tuple) -> tuple[tuple, None]:
+            carry, env_state, ts, first, finished, won, ret, length = loop
+            index, key = inputs
+            action_key, env_key = jax.random.split(key)
+            carry, action = act(carry, ts, first, index, action_key)
             env_state, ts = jax.vmap(self.env.step)(
-                jax.random.split(env_key, episodes), loop.env_state, action
+                jax.random.split(env_key, episodes), env_state, action
             )
             ends_now = ts.done & ~finished
             won = jnp.where(ends_now, ts.won, won)
             ret = jnp.where(ends_now, ts.episode_return, ret)
             length = jnp.where(ends_now, ts.episode_length, length)
-            loop = EnvLoopState(env_state, ts, ts.done, h)
-            return (loop, finished | ts.done, won, ret, length), None
+            return (carry, env_state, ts, ts.done, finished | ts.done, won, ret, length), None
 
-        carry = (loop, finished, finished, zeros, zeros)
-        steps = jax.random.split(key, self.env.spec.episode_limit)
-        (_, _, won, ret, length), _ = jax.lax.scan(step, carry, steps)
+        first = jnp.ones((episodes,), bool)
+        loop = (carry, env_state, ts, first, finished, finished, zeros, zeros)
+        limit = self.env.spec.episode_limit
+        inputs = (jnp.arange(limit), jax.random.split(key, limit))
+        (*_, won, ret, length), _ = jax.lax.scan(step, loop, inputs)
         return EvalResult(won.mean(), ret.mean(), length.mean())
+
+
+def _episode_metrics(episodes: EpisodeMetrics) -> dict[str, jax.Array]:
+    """Means over the episodes that ended in a round."""
+    count = jnp.maximum(episodes.episodes, 1)
+    return {
+        "episodes": episodes.episodes,
+        "episode_return": episodes.return_sum / count,
+        "episode_length": episodes.length_sum / count,
+        "win_rate": episodes.wins / count,
+    }

@@ -1,0 +1,271 @@
+"""B2MAPO's upper layer: the DAG batch-sequence generator as a PPO policy (SPEC §3, eq. 5-8).
+
+Every ``T = dag_period`` environment steps (a *period*) the generator encodes each agent's
+observation (MLP -> GRU, one recurrent state per agent across the episode), builds the
+attention dependency graph, samples a DAG (``b2mapo.dag``) and lays it out into batches;
+the batches drive the lower layer's acting and update for the period's ``T`` steps. Its
+critic (MLP -> GRU over the joint observation and global state) values the period's state.
+Its reward is the period's discounted return minus ``batch_cost · K``. PPO-clip with the
+KL penalty to the old generator trains both on GAE over periods.
+
+Episode ends inside a period are handled simply: the period's return stops at the end, the
+period counts as done (no bootstrap), and the new episode plays the rest of the period with
+the same DAG; the recurrent states restart at the next period boundary.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from b2mapo.config import TrainConfig
+from b2mapo.dag import (
+    DagAction,
+    DagGenerator,
+    candidate_pairs,
+    edges,
+    entropy_of_edges,
+    layering,
+    log_prob,
+    sample_dag,
+)
+from b2mapo.envs.core import EnvSpec
+from b2mapo.losses import clipped_surrogate, corrected_gae, normalise, td_errors
+from b2mapo.networks import Params, _dense, with_agent_id
+
+
+class ResettingGRU(nn.Module):
+    """Dense+ReLU -> GRU cell whose state restarts where ``reset`` is true."""
+
+    hidden_size: int
+
+    @nn.compact
+    def __call__(self, carry: jax.Array, x: jax.Array, reset: jax.Array) -> jax.Array:
+        x = nn.relu(_dense(self.hidden_size, np.sqrt(2))(x))
+        carry = jnp.where(reset[..., None], jnp.zeros_like(carry), carry)
+        carry, _ = nn.GRUCell(self.hidden_size)(carry, x)
+        return carry
+
+
+class UpperOutput(NamedTuple):
+    """The generator's distribution over DAGs at one period, and the critic's value."""
+
+    g: jax.Array  # [n, n] dependency matrix
+    order_scores: jax.Array  # [n]
+    edge_logits: jax.Array  # [n, n]
+    value: jax.Array  # []
+
+
+class UpperNetwork(nn.Module):
+    """Per-agent encoder, DAG generator and DAG critic of one environment (no batch axis)."""
+
+    hidden_size: int
+    delta: float
+
+    @nn.compact
+    def __call__(
+        self, carry: tuple[jax.Array, jax.Array], obs: jax.Array, state: jax.Array, reset: jax.Array
+    ) -> tuple[tuple[jax.Array, jax.Array], UpperOutput]:
+        agent_carry, critic_carry = carry
+        n = obs.shape[0]
+        agent_carry = ResettingGRU(self.hidden_size, name="encoder")(
+            agent_carry, with_agent_id(obs), jnp.broadcast_to(reset, (n,))
+        )
+        g, _, order_scores, edge_logits = DagGenerator(self.hidden_size, self.delta)(agent_carry)
+        joint = jnp.concatenate([obs.reshape(-1), state])
+        critic_carry = ResettingGRU(self.hidden_size, name="critic")(critic_carry, joint, reset)
+        value = _dense(1, 1.0)(critic_carry)[0]
+        return (agent_carry, critic_carry), UpperOutput(g, order_scores, edge_logits, value)
+
+
+class UpperCarry(NamedTuple):
+    """Recurrent states of the encoder ``[E, n, h]`` and critic ``[E, h]``, and whether each
+    env started a new episode since the last period boundary ``[E]``."""
+
+    agents: jax.Array
+    critic: jax.Array
+    reset: jax.Array
+
+
+class UpperLearner(NamedTuple):
+    """Upper-layer parameters and optimiser state."""
+
+    params: Params
+    opt: optax.OptState
+
+
+class Period(NamedTuple):
+    """One period of every env, as the upper layer's PPO needs it (leaves ``[E, ...]``;
+    stacked ``[P, E, ...]``)."""
+
+    obs: jax.Array  # [E, n, obs_dim] at the period's first step
+    state: jax.Array  # [E, state_dim]
+    reset: jax.Array  # [E], recurrent states restart here
+    action: DagAction  # order [E, n], keep [E, n, n]
+    g: jax.Array  # [E, n, n], the graph the action was sampled on (fixes the candidate pairs)
+    log_prob: jax.Array  # [E]
+    value: jax.Array  # [E]
+    reward: jax.Array  # [E], discounted return of the period minus batch_cost * K
+    done: jax.Array  # [E], an episode ended during the period
+    num_batches: jax.Array  # [E], K of the sampled DAG
+
+
+class UpperLayer:
+    """The generator policy of one config: acting at period boundaries and its PPO update."""
+
+    def __init__(self, spec: EnvSpec, cfg: TrainConfig) -> None:
+        self.spec = spec
+        self.cfg = cfg
+        self.network = UpperNetwork(cfg.hidden_size, cfg.dag_delta)
+        total = cfg.num_updates * cfg.epochs * cfg.minibatches
+        lr = optax.linear_schedule(cfg.dag_lr, 0.0, total) if cfg.anneal_lr else cfg.dag_lr
+        self.optimiser = optax.chain(
+            optax.clip_by_global_norm(cfg.max_grad_norm), optax.adam(lr, eps=1e-5)
+        )
+
+    def init(self, key: jax.Array) -> UpperLearner:
+        spec, h = self.spec, self.cfg.hidden_size
+        carry = (jnp.zeros((spec.num_agents, h)), jnp.zeros((h,)))
+        obs = jnp.zeros((spec.num_agents, spec.obs_dim))
+        params = self.network.init(key, carry, obs, jnp.zeros((spec.state_dim,)), jnp.bool_(True))
+        return UpperLearner(params, self.optimiser.init(params))
+
+    def initial_carry(self, num_envs: int) -> UpperCarry:
+        """Fresh recurrent states; every env restarts at its first period."""
+        n, h = self.spec.num_agents, self.cfg.hidden_size
+        return UpperCarry(
+            jnp.zeros((num_envs, n, h)), jnp.zeros((num_envs, h)), jnp.ones((num_envs,), bool)
+        )
+
+    def _apply(
+        self, params: Params, carry: UpperCarry, obs: jax.Array, state: jax.Array
+    ) -> tuple[tuple[jax.Array, jax.Array], UpperOutput]:
+        apply = jax.vmap(self.network.apply, in_axes=(None, 0, 0, 0, 0))
+        return apply(params, (carry.agents, carry.critic), obs, state, carry.reset)
+
+    def act(
+        self,
+        params: Params,
+        carry: UpperCarry,
+        obs: jax.Array,
+        state: jax.Array,
+        key: jax.Array,
+        greedy: bool = False,
+    ) -> tuple[UpperCarry, DagAction, UpperOutput, jax.Array]:
+        """Sample (or take the most likely) DAG for every env at a period boundary.
+
+        Returns the advanced carry (``reset`` cleared), the action, the distribution and the
+        batch index ``[E, n]`` from the DAG's layering.
+        """
+        (agents, critic), out = self._apply(params, carry, obs, state)
+        delta = self.cfg.dag_delta
+        if greedy:
+            order = jnp.argsort(-out.order_scores, axis=-1).astype(jnp.int32)
+            pairs = jax.vmap(candidate_pairs, in_axes=(0, None))(out.g, delta)
+            keep = (out.edge_logits > 0) & pairs
+            action = DagAction(order, keep | jnp.swapaxes(keep, -1, -2))
+        else:
+            keys = jax.random.split(key, obs.shape[0])
+            sample = jax.vmap(sample_dag, in_axes=(0, 0, 0, 0, None))
+            action = sample(keys, out.order_scores, out.edge_logits, out.g, delta)
+        batch_index = jax.vmap(lambda a: layering(edges(a)))(action)
+        new_carry = UpperCarry(agents, critic, jnp.zeros_like(carry.reset))
+        return new_carry, action, out, batch_index
+
+    def value(self, params: Params, carry: UpperCarry, obs: jax.Array, state: jax.Array):
+        """Critic value ``[E]`` at a boundary, without advancing the carry (for bootstraps)."""
+        return self._apply(params, carry, obs, state)[1].value
+
+    def period_reward(self, reward: jax.Array, done: jax.Array, num_batches: jax.Array):
+        """``Σ_{l<T} γ^l r_{t+l}`` up to the first episode end, minus ``batch_cost · K``;
+        rewards and dones ``[T, E]``. Also returns whether an episode ended ``[E]``."""
+        steps = reward.shape[0]
+        alive = jnp.cumprod(1.0 - done.astype(jnp.float32), axis=0)
+        still_running = jnp.concatenate([jnp.ones_like(alive[:1]), alive[:-1]], axis=0)
+        discount = (self.cfg.gamma ** jnp.arange(steps))[:, None]
+        period_return = jnp.sum(discount * still_running * reward, axis=0)
+        return period_return - self.cfg.batch_cost * num_batches, done.any(axis=0)
+
+    def update(
+        self,
+        learner: UpperLearner,
+        periods: Period,
+        initial_carry: UpperCarry,
+        last_value: jax.Array,
+        key: jax.Array,
+    ) -> tuple[UpperLearner, dict[str, jax.Array]]:
+        """PPO-clip with the KL penalty to the old generator (eq. 8) over the rollout's
+        periods ``[P, E]``; advantages by GAE over periods with discount ``γ^T`` (eq. 6-7)."""
+        cfg = self.cfg
+        discount = cfg.gamma**cfg.dag_period
+        done = periods.done.astype(jnp.float32)
+        next_values = jnp.concatenate([periods.value[1:], last_value[None]], axis=0)
+        deltas = td_errors(periods.reward, periods.value, next_values, done, discount)
+        advantages = corrected_gae(deltas, jnp.ones_like(deltas), done, discount, cfg.gae_lambda)
+        targets = advantages + periods.value
+        advantages = normalise(advantages, jnp.ones_like(advantages, bool))
+        grad_fn = jax.value_and_grad(self._loss, has_aux=True)
+
+        def minibatch_step(learner: UpperLearner, batch: tuple) -> tuple:
+            (_, metrics), grads = grad_fn(learner.params, *batch)
+            updates, opt = self.optimiser.update(grads, learner.opt, learner.params)
+            return UpperLearner(optax.apply_updates(learner.params, updates), opt), metrics
+
+        num_envs = periods.done.shape[1]
+
+        def epoch(learner: UpperLearner, key: jax.Array) -> tuple:
+            order = jax.random.permutation(key, num_envs).reshape(cfg.minibatches, -1)
+            batches = (
+                jax.tree.map(lambda x: x[:, order].swapaxes(0, 1), periods),
+                jax.tree.map(lambda x: x[order], initial_carry),
+                advantages[:, order].swapaxes(0, 1),
+                targets[:, order].swapaxes(0, 1),
+            )
+            return jax.lax.scan(minibatch_step, learner, batches)
+
+        learner, metrics = jax.lax.scan(epoch, learner, jax.random.split(key, cfg.epochs))
+        return learner, {f"dag_{k}": v.mean() for k, v in metrics.items()}
+
+    def _loss(
+        self,
+        params: Params,
+        periods: Period,
+        initial_carry: UpperCarry,
+        advantages: jax.Array,
+        targets: jax.Array,
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        cfg = self.cfg
+
+        def replay(carry: UpperCarry, period: Period) -> tuple[UpperCarry, UpperOutput]:
+            carry = carry._replace(reset=period.reset)
+            (agents, critic), out = self._apply(params, carry, period.obs, period.state)
+            return UpperCarry(agents, critic, period.reset), out
+
+        _, out = jax.lax.scan(replay, initial_carry, periods)
+        over_periods = jax.vmap(jax.vmap(log_prob, in_axes=(0, 0, 0, 0, None)), (0, 0, 0, 0, None))
+        new_log_prob = over_periods(
+            periods.action, out.order_scores, out.edge_logits, periods.g, cfg.dag_delta
+        )
+        log_ratio = new_log_prob - periods.log_prob
+        ratio = jnp.exp(log_ratio)
+        policy_loss = -jnp.mean(clipped_surrogate(ratio, advantages, cfg.clip_eps))
+        kl = jnp.mean((ratio - 1.0) - log_ratio)  # KL(old || new), estimated on old's samples
+        edge_entropy = jax.vmap(jax.vmap(entropy_of_edges, in_axes=(0, 0, None)), (0, 0, None))
+        first_choice = -jnp.sum(
+            jax.nn.softmax(out.order_scores) * jax.nn.log_softmax(out.order_scores), axis=-1
+        )
+        entropy = jnp.mean(edge_entropy(out.edge_logits, periods.g, cfg.dag_delta) + first_choice)
+        value_loss = jnp.mean((out.value - targets) ** 2)
+        loss = policy_loss + cfg.dag_kl_coef * kl - cfg.dag_ent_coef * entropy + 0.5 * value_loss
+        metrics = {
+            "policy_loss": policy_loss,
+            "value_loss": value_loss,
+            "kl": kl,
+            "entropy": entropy,
+        }
+        return loss, metrics
