@@ -1,4 +1,4 @@
-"""``b2mapo`` command line: ``train``, ``eval`` and ``envs``."""
+"""``b2mapo`` command line: ``train``, ``eval``, ``plot``, ``curves`` and ``envs``."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ from rich.console import Console
 
 from b2mapo.config import PRESETS, ConfigError, TrainConfig, resolve
 
-USAGE = """usage: b2mapo {train,eval,envs} [options]
+USAGE = """usage: b2mapo {train,eval,plot,curves,envs} [options]
 
   train   train an algorithm on an environment (b2mapo train --help lists every option)
   eval    evaluate the newest checkpoint of a run directory
+  plot    draw a B2MAPO checkpoint's dependency matrix G, DAG and batches as a PNG
+  curves  draw a run's training curves (win rate, K, update time, losses) as a PNG
   envs    list the registered environments
 """
 
@@ -29,6 +31,37 @@ class EvalArgs:
     """A directory written by ``b2mapo train``."""
     episodes: int | None = None
     """Episodes per evaluation; default: the run's ``eval_episodes``."""
+
+
+@dataclass(frozen=True)
+class PlotArgs:
+    """Draw the DAG generator of a B2MAPO checkpoint at one state: G, the DAG, its batches."""
+
+    run_dir: Annotated[Path, tyro.conf.Positional]
+    """A directory written by ``b2mapo train --algo b2mapo``."""
+    out: Path | None = None
+    """Output PNG; default: ``RUN_DIR/dag_update_XXXXXXXX.png``."""
+    update: int | None = None
+    """Checkpoint to draw, by update number; default: the newest."""
+    seed_index: int = 0
+    """Which of the run's seeds (0-based index into ``--seeds``)."""
+    env_index: int = 0
+    """Which start state: each index resets the environment with its own fixed key."""
+    step: int = 0
+    """Environment steps π plays (on the generator's DAGs) before the drawn DAG; a multiple
+    of the run's ``dag_period``."""
+    sampled: bool = False
+    """Draw a sampled DAG (and let π sample its actions) instead of the most likely ones."""
+
+
+@dataclass(frozen=True)
+class CurvesArgs:
+    """Draw a run's training curves: win rates, returns, K, update time and losses."""
+
+    run_dir: Annotated[Path, tyro.conf.Positional]
+    """A directory written by ``b2mapo train``."""
+    out: Path | None = None
+    """Output PNG; default: ``RUN_DIR/training.png``."""
 
 
 def _preset_defaults(args: list[str]) -> TrainConfig:
@@ -66,6 +99,29 @@ def _eval(args: list[str], console: Console) -> None:
     console.print_json(json.dumps(summary.as_dict()))
 
 
+def _plot(args: list[str], console: Console) -> None:
+    from b2mapo.plots import plot_dag
+
+    parsed = tyro.cli(PlotArgs, args=args, prog="b2mapo plot")
+    out = plot_dag(
+        parsed.run_dir,
+        parsed.out,
+        parsed.update,
+        parsed.seed_index,
+        parsed.env_index,
+        greedy=not parsed.sampled,
+        steps=parsed.step,
+    )
+    console.print(f"wrote {out}")
+
+
+def _curves(args: list[str], console: Console) -> None:
+    from b2mapo.plots import plot_training
+
+    parsed = tyro.cli(CurvesArgs, args=args, prog="b2mapo curves")
+    console.print(f"wrote {plot_training(parsed.run_dir, parsed.out)}")
+
+
 def _envs(args: list[str], console: Console) -> None:
     from b2mapo.envs import REGISTRY, make_env
 
@@ -79,7 +135,7 @@ def _envs(args: list[str], console: Console) -> None:
         )
 
 
-COMMANDS = {"train": _train, "eval": _eval, "envs": _envs}
+COMMANDS = {"train": _train, "eval": _eval, "plot": _plot, "curves": _curves, "envs": _envs}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,441 @@
+"""Figures of a run: the learned DAG at one state, and the training curves.
+
+``plot_dag`` restores a B2MAPO checkpoint, resets one environment with a fixed key (and
+optionally lets the joint policy π play a few periods, drawing DAGs as in training), runs the
+DAG generator there and draws what it produced: the dependency matrix G, the DAG with the
+agents placed in columns by batch, and the batches. ``plot_training`` draws a run's
+``metrics.jsonl``: win rates, returns, the number of batches K, update time and losses, each
+as the mean over seeds with a min-max band. Both write PNGs through matplotlib's
+``Figure`` (Agg canvas), so they need no display and leave pyplot's global state alone.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import matplotlib
+import numpy as np
+from flax import serialization
+from matplotlib.axes import Axes
+from matplotlib.colors import to_rgba
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from matplotlib.ticker import EngFormatter
+
+from b2mapo import checkpoint
+from b2mapo.config import ConfigError
+from b2mapo.dag import DagAction, candidate_pairs, edges, layering
+from b2mapo.runner import METRICS_FILE
+from b2mapo.train import Policies, RunnerState, Trainer
+
+# Key of the environment resets ``plot_dag`` draws at: figures of different checkpoints and
+# seeds of a run show the generator at the same states; ``env_index`` picks another state.
+PLOT_RESET_KEY = 7
+BATCH_COLOURS = matplotlib.colormaps["tab10"]
+# Above this many agents the heatmap drops its per-cell numbers, which would overlap.
+MAX_ANNOTATED_AGENTS = 12
+MAX_LISTED_EDGES = 12
+
+
+class DagSnapshot(NamedTuple):
+    """One environment's DAG as ``plot_dag`` draws it (numpy arrays)."""
+
+    g: np.ndarray  # [n, n] dependency matrix the DAG was sampled on
+    order: np.ndarray  # [n] priority order, position -> agent
+    adjacency: np.ndarray  # [n, n] bool, i -> j: j acts after i, seeing i's action
+    batch_index: np.ndarray  # [n] batch (layer) of each agent, 0..K-1
+
+
+def dag_snapshot(g: jax.Array, action: DagAction) -> DagSnapshot:
+    """The directed edges and batch layering of one environment's DAG action, derived the way
+    training derives them (``dag.edges``, then ``dag.layering``), so the figure shows the
+    batches the lower layer acted and updated in."""
+    adjacency = edges(action)
+    return DagSnapshot(
+        np.asarray(g),
+        np.asarray(action.order),
+        np.asarray(adjacency),
+        np.asarray(layering(adjacency)),
+    )
+
+
+def layout(batch_index: np.ndarray) -> np.ndarray:
+    """Drawing positions ``[n, 2]``: x is the agent's batch, and the agents of a batch are
+    spread down their column in index order, centred on y = 0. Edges always point to a later
+    batch, so every arrow runs left to right."""
+    positions = np.zeros((len(batch_index), 2))
+    for batch in np.unique(batch_index):
+        members = np.flatnonzero(batch_index == batch)
+        positions[members, 0] = batch
+        positions[members, 1] = (len(members) - 1) / 2 - np.arange(len(members))
+    return positions
+
+
+def load_checkpoint(run_dir: Path, update: int | None = None) -> tuple[Trainer, int, RunnerState]:
+    """A B2MAPO run's trainer and the checkpoint of ``update`` (None: the newest).
+
+    ``ConfigError`` if the directory holds no run, the run learns no DAG, or the checkpoint
+    is missing.
+    """
+    cfg = checkpoint.load_config(run_dir)
+    if cfg.partition != "learned":
+        raise ConfigError(
+            f"{run_dir} is a {cfg.algo} run (partition={cfg.partition}); only B2MAPO runs "
+            "(partition=learned) have a DAG generator to draw"
+        )
+    saved = dict(checkpoint.checkpoints(run_dir))
+    if not saved:
+        raise ConfigError(f"{run_dir} has no checkpoint to draw")
+    if update is None:
+        update = max(saved)
+    elif update not in saved:
+        kept = ", ".join(str(u) for u in sorted(saved))
+        raise ConfigError(f"{run_dir} has no checkpoint of update {update}; saved: {kept}")
+    trainer = Trainer(cfg)
+    # The state's structure is all msgpack needs: its shapes, not a (slow) real init.
+    template = jax.eval_shape(trainer.init)
+    try:
+        state = serialization.from_bytes(template, saved[update].read_bytes())
+    except (ValueError, KeyError) as error:
+        message = f"checkpoint {saved[update]} does not match its run's config: {error}"
+        raise ConfigError(message) from None
+    # Device arrays, not the numpy arrays msgpack gives: networks index parameters with traced
+    # indices, which numpy arrays refuse outside ``jit``.
+    return trainer, update, jax.tree.map(jnp.asarray, state)
+
+
+def generator_at(
+    trainer: Trainer, policies: Policies, key: jax.Array, periods: int, greedy: bool
+) -> tuple[jax.Array, DagAction, jax.Array]:
+    """Reset one environment with ``key``, let π play ``periods`` periods batch by batch on
+    the generator's DAGs (one per period, carries and restarts as in training), then run the
+    generator once more. ``policies`` are one seed's. Returns that last call's G ``[n, n]``,
+    its DAG action and the episode step it saw; ``greedy`` picks the most likely DAGs and
+    actions instead of samples."""
+    env, upper, networks = trainer.env, trainer.upper, trainer.networks
+    reset_key, dag_key, key = jax.random.split(key, 3)
+    env_state, ts = jax.vmap(env.reset)(reset_key[None])
+    first = jnp.ones((1,), bool)
+
+    def play_period(loop: tuple, key: jax.Array) -> tuple[tuple, None]:
+        actor_carry, upper_carry, env_state, ts, first = loop
+        dag_key, key = jax.random.split(key)
+        upper_carry, _, _, batch_index = upper.act(
+            policies.upper, upper_carry, ts.obs, ts.state, dag_key, greedy
+        )
+
+        def play_step(inner: tuple, key: jax.Array) -> tuple[tuple, None]:
+            actor_carry, env_state, ts, first, ended = inner
+            action_key, env_key = jax.random.split(key)
+            actor_carry, action, _ = networks.policy_step(
+                policies.joint["actor"],
+                actor_carry,
+                ts.obs,
+                first,
+                ts.avail,
+                batch_index,
+                action_key,
+                greedy,
+            )
+            env_state, ts = jax.vmap(env.step)(env_key[None], env_state, action)
+            return (actor_carry, env_state, ts, ts.done, ended | ts.done), None
+
+        inner = (actor_carry, env_state, ts, first, jnp.zeros_like(first))
+        steps = jax.random.split(key, trainer.cfg.dag_period)
+        (actor_carry, env_state, ts, first, ended), _ = jax.lax.scan(play_step, inner, steps)
+        return (actor_carry, upper_carry._replace(reset=ended), env_state, ts, first), None
+
+    loop = (networks.initial_carry((1,)), upper.initial_carry(1), env_state, ts, first)
+    (_, upper_carry, _, ts, first), _ = jax.lax.scan(
+        play_period, loop, jax.random.split(key, periods)
+    )
+    _, action, out, _ = upper.act(policies.upper, upper_carry, ts.obs, ts.state, dag_key, greedy)
+    episode_step = jnp.where(first[0], 0, ts.episode_length[0])
+    return out.g[0], jax.tree.map(lambda x: x[0], action), episode_step
+
+
+def _check_indices(trainer: Trainer, seed_index: int, env_index: int, steps: int) -> None:
+    cfg = trainer.cfg
+    if not 0 <= seed_index < cfg.seeds:
+        raise ConfigError(f"seed index {seed_index} must be in [0, {cfg.seeds - 1}]")
+    if env_index < 0:
+        raise ConfigError(f"env index {env_index} must be >= 0")
+    if steps < 0 or steps % cfg.dag_period:
+        raise ConfigError(
+            f"step {steps} must be a non-negative multiple of dag_period={cfg.dag_period}: "
+            "the generator acts at period boundaries"
+        )
+
+
+def plot_dag(
+    run_dir: Path,
+    out_png: Path | None = None,
+    update: int | None = None,
+    seed_index: int = 0,
+    env_index: int = 0,
+    greedy: bool = True,
+    steps: int = 0,
+) -> Path:
+    """Draw the DAG generator of a B2MAPO checkpoint at one state; returns the PNG's path.
+
+    The state is the reset of environment ``env_index`` (fixed keys), after ``steps``
+    environment steps of π (a multiple of ``dag_period``). Panels: G as a heatmap with the
+    DAG's edges outlined, the DAG with agents in columns by batch, and the batches. Default
+    output: ``RUN_DIR/dag_update_XXXXXXXX.png``.
+    """
+    run_dir = Path(run_dir)
+    trainer, update, state = load_checkpoint(run_dir, update)
+    _check_indices(trainer, seed_index, env_index, steps)
+    policies = jax.tree.map(lambda x: x[seed_index], trainer.policies(state))
+    key = jax.random.fold_in(jax.random.PRNGKey(PLOT_RESET_KEY), env_index)
+    periods = steps // trainer.cfg.dag_period
+    g, action, episode_step = jax.jit(lambda p, k: generator_at(trainer, p, k, periods, greedy))(
+        policies, key
+    )
+    snapshot = dag_snapshot(g, action)
+    cfg = trainer.cfg
+    title = (
+        f"{cfg.env}, {run_dir.name} update {update} ({update * cfg.steps_per_update:,} env "
+        f"steps), seed {cfg.seed + seed_index}, env {env_index}, after {steps} steps of π "
+        f"(episode step {int(episode_step)}), {'greedy' if greedy else 'sampled'} DAG"
+    )
+    out_png = Path(out_png) if out_png else run_dir / f"dag_update_{update:08d}.png"
+    figure = draw_dag(snapshot, cfg.dag_delta, title)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out_png, dpi=120)
+    return out_png
+
+
+def draw_dag(snapshot: DagSnapshot, delta: float, title: str) -> Figure:
+    """The three-panel DAG figure of ``snapshot``; ``delta`` is the run's ``dag_delta``."""
+    n = len(snapshot.batch_index)
+    height = max(4.5, 0.45 * n + 2.0)
+    figure = Figure(figsize=(16, height), layout="constrained")
+    heat_ax, graph_ax, table_ax = figure.subplots(1, 3, width_ratios=[1.1, 1.3, 0.9])
+    labels = [f"a{i}" for i in range(n)]
+    _draw_g(figure, heat_ax, snapshot, labels)
+    _draw_graph(graph_ax, snapshot, labels)
+    _draw_batches(table_ax, snapshot, labels, delta)
+    figure.suptitle(title, fontsize=10)
+    return figure
+
+
+def _batch_colour(batch: int, alpha: float = 1.0) -> tuple[float, float, float, float]:
+    return to_rgba(BATCH_COLOURS(batch % BATCH_COLOURS.N), alpha)
+
+
+def _draw_g(figure: Figure, ax: Axes, snapshot: DagSnapshot, labels: list[str]) -> None:
+    """G as a heatmap (rows i attend to columns j), DAG edges i -> j outlined in red."""
+    n = len(labels)
+    image = ax.imshow(snapshot.g, cmap="Blues", vmin=0.0, vmax=1.0)
+    ax.set_xticks(range(n), labels)
+    ax.set_yticks(range(n), labels)
+    ax.set_xlabel("j")
+    ax.set_ylabel("i", rotation=0)
+    ax.set_title("dependency matrix G: g_ij (red: DAG edge i→j)", fontsize=10)
+    figure.colorbar(image, ax=ax, shrink=0.8)
+    for i, j in np.argwhere(snapshot.adjacency):
+        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", lw=2))
+    if n <= MAX_ANNOTATED_AGENTS:
+        size = 8 if n <= MAX_ANNOTATED_AGENTS // 2 else 6
+        for i in range(n):
+            for j in range(n):
+                value = snapshot.g[i, j]
+                colour = "white" if value > 0.6 else "black"
+                ax.text(j, i, f"{value:.3f}", ha="center", va="center", color=colour, fontsize=size)
+
+
+def _draw_graph(ax: Axes, snapshot: DagSnapshot, labels: list[str]) -> None:
+    """The DAG: agents in columns by batch, arrows from each agent to those that see its
+    action; arrows that skip a batch are curved so they pass beside its agents."""
+    positions = layout(snapshot.batch_index)
+    k = int(snapshot.batch_index.max()) + 1
+    for i, j in np.argwhere(snapshot.adjacency):
+        skips = snapshot.batch_index[j] - snapshot.batch_index[i] > 1
+        ax.annotate(
+            "",
+            xy=positions[j],
+            xytext=positions[i],
+            arrowprops={
+                "arrowstyle": "-|>",
+                "color": "0.35",
+                "shrinkA": 16,
+                "shrinkB": 16,
+                "connectionstyle": f"arc3,rad={0.25 if skips else 0.0}",
+            },
+            zorder=1,
+        )
+    colours = [_batch_colour(int(b)) for b in snapshot.batch_index]
+    ax.scatter(positions[:, 0], positions[:, 1], s=900, c=colours, edgecolors="black", zorder=2)
+    for label, (x, y) in zip(labels, positions, strict=True):
+        ax.text(x, y, label, ha="center", va="center", fontsize=9, zorder=3)
+    rows = max(1, int(np.bincount(snapshot.batch_index).max()))
+    ax.set_xlim(-0.6, k - 0.4)
+    ax.set_ylim(-(rows + 1) / 2, (rows + 1) / 2)
+    ax.set_xticks(range(k), [f"batch {b}" for b in range(k)])
+    ax.set_yticks([])
+    for side in ("left", "right", "top"):
+        ax.spines[side].set_visible(False)
+    count = int(snapshot.adjacency.sum())
+    ax.set_title(f"DAG: K = {k} batch(es), {count} edge(s); batches act left to right", fontsize=10)
+
+
+def _draw_batches(ax: Axes, snapshot: DagSnapshot, labels: list[str], delta: float) -> None:
+    """A table of the batches and a few facts: priority order, edges, candidate pairs."""
+    ax.set_axis_off()
+    k = int(snapshot.batch_index.max()) + 1
+    cells = [
+        [str(b), ", ".join(labels[i] for i in np.flatnonzero(snapshot.batch_index == b))]
+        for b in range(k)
+    ]
+    colours = [[_batch_colour(b, 0.4), _batch_colour(b, 0.15)] for b in range(k)]
+    table = ax.table(
+        cellText=cells,
+        cellColours=colours,
+        colLabels=["batch", "agents"],
+        colWidths=[0.2, 0.8],
+        cellLoc="center",
+        loc="upper center",
+    )
+    table.auto_set_font_size(False)
+    table.set_fontsize(9)
+    pairs = int(np.asarray(candidate_pairs(jnp.asarray(snapshot.g), delta)).sum())
+    edge_list = [f"{labels[i]}→{labels[j]}" for i, j in np.argwhere(snapshot.adjacency)]
+    if len(edge_list) > MAX_LISTED_EDGES:
+        extra = len(edge_list) - MAX_LISTED_EDGES
+        edge_list = [*edge_list[:MAX_LISTED_EDGES], f"… (+{extra})"]
+    facts = [
+        f"priority order: {' > '.join(labels[i] for i in snapshot.order)}",
+        f"candidate pairs (g_ij + g_ji ≥ δ = {delta}): {pairs}",
+        f"edges: {', '.join(edge_list) or 'none (one batch)'}",
+    ]
+    ax.text(0.0, 0.0, "\n".join(facts), transform=ax.transAxes, fontsize=9, va="bottom", wrap=True)
+    ax.set_title("batches", fontsize=10)
+
+
+class Curve(NamedTuple):
+    """One metric against env steps: mean over seeds and the min-max band."""
+
+    steps: np.ndarray
+    mean: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+
+def curve(records: list[dict[str, Any]], key: str) -> Curve | None:
+    """``key`` of ``records`` by env step, over the seeds logged at that step; None if no
+    record has it."""
+    by_step: dict[int, list[float]] = {}
+    for record in records:
+        if key in record:
+            by_step.setdefault(record["env_steps"], []).append(record[key])
+    if not by_step:
+        return None
+    steps = np.array(sorted(by_step))
+    values = [np.asarray(by_step[s]) for s in steps]
+    return Curve(
+        steps,
+        np.array([v.mean() for v in values]),
+        np.array([v.min() for v in values]),
+        np.array([v.max() for v in values]),
+    )
+
+
+def _panels(learned: bool) -> list[tuple[str, list[tuple[str, str, str]]]]:
+    """The training figure's panels: title and (kind, metric key, label) of each curve."""
+    executing = "π_ind" if learned else "policy"
+    rollouts = "train (π rollouts)" if learned else "train"
+    return [
+        (
+            "win rate",
+            [
+                ("train", "win_rate", rollouts),
+                ("eval", "greedy_win_rate", f"eval {executing}, greedy"),
+                ("eval", "greedy_joint_win_rate", "eval π, greedy"),
+            ],
+        ),
+        (
+            "episode return",
+            [
+                ("train", "episode_return", rollouts),
+                ("eval", "greedy_episode_return", f"eval {executing}, greedy"),
+                ("eval", "greedy_joint_episode_return", "eval π, greedy"),
+            ],
+        ),
+        (
+            "number of batches K",
+            [
+                ("train", "num_batches", "K, max over the round"),
+                ("train", "dag_num_batches", "K, mean of the sampled DAGs"),
+            ],
+        ),
+        (
+            "update time (s)",
+            [
+                ("train", "update_seconds", "whole update"),
+                ("train", "joint_update_seconds", "π's update"),
+            ],
+        ),
+        (
+            "policy loss",
+            [
+                ("train", "policy_loss", "π" if learned else "policy"),
+                ("train", "ind_policy_loss", "π_ind"),
+                ("train", "dag_policy_loss", "DAG generator"),
+            ],
+        ),
+        ("distillation KL(π ‖ π_ind)", [("train", "ind_distill_loss", "π_ind")]),
+    ]
+
+
+def plot_training(run_dir: Path, out_png: Path | None = None) -> Path:
+    """Draw a run's training curves from its ``metrics.jsonl``; returns the PNG's path.
+
+    Each curve is the mean over seeds with a min-max band, against env steps per seed.
+    Default output: ``RUN_DIR/training.png``. ``ConfigError`` if the directory holds no run
+    or no training records yet.
+    """
+    run_dir = Path(run_dir)
+    cfg = checkpoint.load_config(run_dir)
+    path = run_dir / METRICS_FILE
+    lines = path.read_text().splitlines() if path.is_file() else []
+    records = [json.loads(line) for line in lines if line.strip()]
+    by_kind = {kind: [r for r in records if r["kind"] == kind] for kind in ("train", "eval")}
+    if not by_kind["train"]:
+        raise ConfigError(f"{run_dir} has no training metrics to plot (no records in {path})")
+    learned = cfg.partition == "learned"
+    panels = _panels(learned)
+    figure = Figure(figsize=(15, 8), layout="constrained")
+    axes = figure.subplots(2, 3).ravel()
+    for ax, (title, curves) in zip(axes, panels, strict=True):
+        drawn = False
+        for colour, (kind, key, label) in enumerate(curves):
+            found = curve(by_kind[kind], key)
+            if found is None:
+                continue
+            style = "o-" if kind == "eval" else "-"
+            ax.plot(found.steps, found.mean, style, color=f"C{colour}", label=label, ms=3)
+            ax.fill_between(found.steps, found.low, found.high, color=f"C{colour}", alpha=0.2)
+            drawn = True
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("env steps per seed")
+        ax.xaxis.set_major_formatter(EngFormatter())
+        if drawn:
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "not logged by this run", ha="center", transform=ax.transAxes)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    seeds = len({r["seed"] for r in by_kind["train"]})
+    figure.suptitle(
+        f"{cfg.algo} on {cfg.env}: {run_dir.name}, {seeds} seed(s), mean and min-max band",
+        fontsize=11,
+    )
+    out_png = Path(out_png) if out_png else run_dir / "training.png"
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out_png, dpi=110)
+    return out_png

@@ -1,0 +1,205 @@
+"""``b2mapo plot`` / ``curves``: the figures are written, and the DAG they draw is the one
+training acts on (edges from earlier to later batches, the layering of ``b2mapo.dag``)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from matplotlib.image import imread
+
+from b2mapo import checkpoint, plots
+from b2mapo.cli import main
+from b2mapo.config import ConfigError, resolve
+from b2mapo.dag import DagAction, candidate_pairs, edges, layering
+from b2mapo.runner import train
+
+
+@pytest.fixture(scope="module")
+def b2mapo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny trained B2MAPO run (the ``tiny_config`` sizes; module-scoped to train once)."""
+    run_dir = tmp_path_factory.mktemp("b2mapo") / "run"
+    cfg = resolve(
+        {
+            "algo": "b2mapo",
+            "dag_period": 4,
+            "env": "smax:3m",
+            "num_envs": 4,
+            "rollout_len": 8,
+            "epochs": 1,
+            "minibatches": 2,
+            "hidden_size": 8,
+            "updates_per_chunk": 2,
+            "total_steps": 4 * 8 * 4,
+            "eval_every": 2,
+            "eval_episodes": 2,
+            "episode_limit": 20,
+            "out": str(run_dir),
+        }
+    )
+    train(cfg)
+    return run_dir
+
+
+def assert_png(path: Path) -> None:
+    image = imread(path)
+    assert image.ndim == 3 and image.shape[2] in (3, 4), image.shape
+    assert image.shape[0] > 200 and image.shape[1] > 200, image.shape
+    assert image.std() > 0.01, "the figure is blank"
+
+
+def assert_drawable(snapshot: plots.DagSnapshot, delta: float) -> None:
+    """What the figure relies on: edges only from earlier to later batches (so none inside a
+    batch), edges only between candidate pairs, batches the DAG's layering, columns = batches."""
+    adjacency, batch = snapshot.adjacency, snapshot.batch_index
+    np.testing.assert_array_equal(batch, np.asarray(layering(jnp.asarray(adjacency))))
+    for i, j in np.argwhere(adjacency):
+        assert batch[i] < batch[j], (i, j, batch)
+    pairs = np.asarray(candidate_pairs(jnp.asarray(snapshot.g), delta))
+    assert not (adjacency & ~(pairs | pairs.T)).any()
+    assert sorted(set(batch.tolist())) == list(range(batch.max() + 1)), "an empty batch"
+    np.testing.assert_array_equal(plots.layout(batch)[:, 0], batch)
+
+
+def test_snapshot_of_a_known_dag() -> None:
+    """Order 2, 0, 1, 3 with pairs {0,2}, {0,1}, {1,2}: edges 2->0, 0->1, 2->1, batches
+    [1, 2, 0, 0]; agents of one batch share a column, one above the other."""
+    keep = np.zeros((4, 4), bool)
+    for i, j in ((0, 2), (0, 1), (1, 2)):
+        keep[i, j] = keep[j, i] = True
+    action = DagAction(jnp.array([2, 0, 1, 3], jnp.int32), jnp.asarray(keep))
+    g = jnp.full((4, 4), 1 / 3) * (1 - jnp.eye(4))
+    snapshot = plots.dag_snapshot(g, action)
+    expected = np.zeros((4, 4), bool)
+    expected[2, 0] = expected[0, 1] = expected[2, 1] = True
+    np.testing.assert_array_equal(snapshot.adjacency, expected)
+    np.testing.assert_array_equal(snapshot.batch_index, [1, 2, 0, 0])
+    assert_drawable(snapshot, 0.1)
+    positions = plots.layout(snapshot.batch_index)
+    assert positions[2, 1] != positions[3, 1]
+
+
+def test_snapshots_of_a_trained_generator(b2mapo_run: Path) -> None:
+    """Sampled DAGs of the trained generator on 16 start states: the snapshot's layering is
+    the batch index ``UpperLayer.act`` gives the lower layer, and the drawing invariants hold."""
+    trainer, update, state = plots.load_checkpoint(b2mapo_run)
+    assert update == trainer.cfg.num_updates
+    params = jax.tree.map(lambda x: x[0], state.upper.params)
+    envs = 16
+
+    @jax.jit
+    def sample(key: jax.Array):
+        _, ts = jax.vmap(trainer.env.reset)(jax.random.split(key, envs))
+        carry = trainer.upper.initial_carry(envs)
+        return trainer.upper.act(params, carry, ts.obs, ts.state, key, greedy=False)[1:]
+
+    actions, out, batch_index = sample(jax.random.PRNGKey(3))
+    edge_count = 0
+    for e in range(envs):
+        action = jax.tree.map(lambda x, e=e: x[e], actions)
+        snapshot = plots.dag_snapshot(out.g[e], action)
+        np.testing.assert_array_equal(snapshot.batch_index, batch_index[e])
+        np.testing.assert_array_equal(snapshot.adjacency, edges(action))
+        assert_drawable(snapshot, trainer.cfg.dag_delta)
+        edge_count += int(snapshot.adjacency.sum())
+    assert edge_count > 0, "no sampled DAG had an edge: the checks above tested nothing"
+
+
+def test_dag_figure(b2mapo_run: Path, tmp_path: Path) -> None:
+    """The default-named figure of the newest checkpoint, and a sampled DAG after one period
+    of π at another start state; the state π reaches satisfies the drawing invariants."""
+    written = plots.plot_dag(b2mapo_run)
+    assert written == b2mapo_run / f"dag_update_{4:08d}.png"
+    assert_png(written)
+    out = tmp_path / "figures" / "dag.png"
+    assert plots.plot_dag(b2mapo_run, out, update=4, env_index=3, greedy=False, steps=4) == out
+    assert_png(out)
+
+    trainer, _, state = plots.load_checkpoint(b2mapo_run, 4)
+    policies = jax.tree.map(lambda x: x[0], trainer.policies(state))
+    g, action, episode_step = plots.generator_at(
+        trainer, policies, jax.random.PRNGKey(0), periods=2, greedy=True
+    )
+    assert 0 <= int(episode_step) <= 8
+    assert_drawable(plots.dag_snapshot(g, action), trainer.cfg.dag_delta)
+
+
+def test_training_figure(b2mapo_run: Path) -> None:
+    """``training.png`` is written from the run's metrics, and the plotted K is theirs."""
+    written = plots.plot_training(b2mapo_run)
+    assert written == b2mapo_run / "training.png"
+    assert_png(written)
+    lines = (b2mapo_run / "metrics.jsonl").read_text().splitlines()
+    records = [r for r in map(json.loads, lines) if r["kind"] == "train"]
+    k = plots.curve(records, "dag_num_batches")
+    assert k is not None
+    np.testing.assert_allclose(k.mean, [r["dag_num_batches"] for r in records])
+    assert plots.curve(records, "greedy_joint_win_rate") is None  # an eval key
+
+
+def test_curve_is_mean_and_range_over_seeds() -> None:
+    """Records of two seeds at two steps give the per-step mean, min and max, sorted by step."""
+    records = [
+        {"env_steps": 20, "seed": 0, "k": 3.0},
+        {"env_steps": 10, "seed": 0, "k": 1.0},
+        {"env_steps": 10, "seed": 1, "k": 2.0},
+        {"env_steps": 20, "seed": 1, "k": 1.0},
+        {"env_steps": 30, "seed": 0},
+    ]
+    found = plots.curve(records, "k")
+    assert found is not None
+    np.testing.assert_array_equal(found.steps, [10, 20])
+    np.testing.assert_allclose(found.mean, [1.5, 2.0])
+    np.testing.assert_allclose(found.low, [1.0, 1.0])
+    np.testing.assert_allclose(found.high, [2.0, 3.0])
+
+
+def test_bad_requests_are_config_errors(b2mapo_run: Path, tiny_config, tmp_path: Path) -> None:
+    """A MAPPO run has no DAG; missing checkpoints, metrics and bad indices are named."""
+    mappo = tiny_config(algo="mappo")
+    checkpoint.save_config(Path(mappo.run_dir), mappo)
+    with pytest.raises(ConfigError, match="only B2MAPO runs"):
+        plots.plot_dag(Path(mappo.run_dir))
+    with pytest.raises(ConfigError, match="no training metrics"):
+        plots.plot_training(Path(mappo.run_dir))
+    empty = tiny_config(algo="b2mapo", dag_period=4, out=str(tmp_path / "empty"))
+    checkpoint.save_config(Path(empty.run_dir), empty)
+    with pytest.raises(ConfigError, match="no checkpoint"):
+        plots.plot_dag(Path(empty.run_dir))
+    with pytest.raises(ConfigError, match="update 3; saved: 2, 4"):
+        plots.plot_dag(b2mapo_run, update=3)
+    with pytest.raises(ConfigError, match="seed index 1"):
+        plots.plot_dag(b2mapo_run, seed_index=1)
+    with pytest.raises(ConfigError, match="multiple of dag_period=4"):
+        plots.plot_dag(b2mapo_run, steps=6)
+
+
+def test_cli_writes_both_figures(b2mapo_run: Path, tmp_path: Path) -> None:
+    """``b2mapo plot`` and ``b2mapo curves`` parse their options and write where told."""
+    main(["plot", str(b2mapo_run), "--out", str(tmp_path / "d.png"), "--update", "2"])
+    main(["curves", str(b2mapo_run), "--out", str(tmp_path / "t.png")])
+    assert_png(tmp_path / "d.png")
+    assert_png(tmp_path / "t.png")
+
+
+@pytest.mark.parametrize("command", ["plot", "curves"])
+def test_cli_missing_run_dir(command: str, tmp_path: Path) -> None:
+    """A directory without a run: exit 2 and one error line naming it, no traceback."""
+    missing = tmp_path / "nowhere"
+    result = subprocess.run(
+        [sys.executable, "-m", "b2mapo", command, str(missing)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert errors == [f"b2mapo {command}: error: {missing} is not a run directory (no config.json)"]
