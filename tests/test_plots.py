@@ -106,7 +106,7 @@ def test_snapshots_of_a_trained_generator(b2mapo_run: Path) -> None:
         snapshot = plots.dag_snapshot(out.g[e], action)
         np.testing.assert_array_equal(snapshot.batch_index, batch_index[e])
         np.testing.assert_array_equal(snapshot.adjacency, edges(action))
-        assert_drawable(snapshot, trainer.cfg.dag_delta)
+        assert_drawable(snapshot, trainer.upper.delta)
         edge_count += int(snapshot.adjacency.sum())
     assert edge_count > 0, "no sampled DAG had an edge: the checks above tested nothing"
 
@@ -127,7 +127,7 @@ def test_dag_figure(b2mapo_run: Path, tmp_path: Path) -> None:
         trainer, policies, jax.random.PRNGKey(0), periods=2, greedy=True
     )
     assert 0 <= int(episode_step) <= 8
-    assert_drawable(plots.dag_snapshot(g, action), trainer.cfg.dag_delta)
+    assert_drawable(plots.dag_snapshot(g, action), trainer.upper.delta)
 
 
 def test_training_figure(b2mapo_run: Path) -> None:

@@ -42,12 +42,14 @@ STAGE_METRICS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac"
 
 
 class LearnerState(NamedTuple):
-    """Parameters and optimiser states of actor and critic, and the value normaliser."""
+    """Parameters and optimiser states of actor and critic, the value normaliser, and the
+    number of update rounds done (it sets the learning rate)."""
 
     params: dict[str, Params]
     actor_opt: optax.OptState
     critic_opt: optax.OptState
     value_norm: ValueNorm
+    rounds: jax.Array
 
 
 class StageBatch(NamedTuple):
@@ -64,10 +66,28 @@ class StageBatch(NamedTuple):
 
 
 def make_optimiser(cfg: TrainConfig) -> optax.GradientTransformation:
-    """Adam with global-norm clipping and an optional linear learning-rate decay."""
-    total = cfg.num_updates * cfg.epochs * cfg.minibatches
-    lr = optax.linear_schedule(cfg.lr, 0.0, total) if cfg.anneal_lr else cfg.lr
-    return optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), optax.adam(lr, eps=1e-5))
+    """Adam with global-norm clipping; its learning rate is a state entry that
+    ``batch_sequential_update`` sets once per round (``round_learning_rate``)."""
+    adam = optax.inject_hyperparams(optax.adam)(learning_rate=cfg.lr, eps=1e-5)
+    return optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), adam)
+
+
+def round_learning_rate(cfg: TrainConfig, rounds: jax.Array) -> jax.Array:
+    """Learning rate of round ``rounds``: linear decay to zero over the run when annealed.
+
+    It decays per round, not per optimiser step, so a round of K stages (K x the optimiser
+    steps of a MAPPO round) follows the same schedule as MAPPO's.
+    """
+    if not cfg.anneal_lr:
+        return jnp.float32(cfg.lr)
+    return jnp.float32(cfg.lr) * (1.0 - rounds / cfg.num_updates)
+
+
+def _with_learning_rate(opt_state: optax.OptState, lr: jax.Array) -> optax.OptState:
+    """``opt_state`` of ``make_optimiser`` with its learning rate replaced."""
+    clip_state, adam_state = opt_state
+    hyperparams = {**adam_state.hyperparams, "learning_rate": lr}
+    return clip_state, adam_state._replace(hyperparams=hyperparams)
 
 
 def init_learner(networks: Networks, cfg: TrainConfig, key: jax.Array) -> LearnerState:
@@ -76,7 +96,11 @@ def init_learner(networks: Networks, cfg: TrainConfig, key: jax.Array) -> Learne
     optimiser = make_optimiser(cfg)
     value_norm = ValueNorm.create() if cfg.value_norm else ValueNorm.identity()
     return LearnerState(
-        params, optimiser.init(params["actor"]), optimiser.init(params["critic"]), value_norm
+        params,
+        optimiser.init(params["actor"]),
+        optimiser.init(params["critic"]),
+        value_norm,
+        jnp.int32(0),
     )
 
 
@@ -295,6 +319,11 @@ def batch_sequential_update(
     """One round of the engine over a rollout; returns the new learner state and metrics
     (stage metrics averaged over the K stages, plus ``num_batches``)."""
     partition_key, key = jax.random.split(key)
+    lr = round_learning_rate(cfg, learner.rounds)
+    learner = learner._replace(
+        actor_opt=_with_learning_rate(learner.actor_opt, lr),
+        critic_opt=_with_learning_rate(learner.critic_opt, lr),
+    )
     ctx = prepare_round(learner, trajectory, partition_key, partitioner, cfg)
     num_batches = jnp.max(ctx.batch_index) + 1
     names = STAGE_METRICS + (("distill_loss",) if trajectory.distill is not None else ())
@@ -316,4 +345,6 @@ def batch_sequential_update(
     (learner, _, _), stage_metrics = jax.lax.scan(stage_step, start, jnp.arange(num_agents))
     metrics = {k: v.sum() / num_batches for k, v in stage_metrics.items()}
     metrics["num_batches"] = num_batches.astype(jnp.float32)
+    metrics["learning_rate"] = lr
+    learner = learner._replace(rounds=learner.rounds + 1)
     return learner, metrics

@@ -254,11 +254,14 @@ class Networks:
         # ``features`` stands in for the preceding-action input: only its presence matters here.
         head = self._per_agent(RecurrentActor.head, 1, features, avail, features)
 
+        # Gumbel-max with noise drawn once: each agent's draw is used only in its own batch,
+        # so sharing the noise across batches leaves every distribution unchanged.
+        noise = 0.0 if greedy else jax.random.gumbel(key, logits.shape)
+
         def batch_acts(stage: jax.Array, acted: tuple) -> tuple:
             actions, logits = acted
             stage_logits = head(actor_params, features, avail, self.preceding(actions, index))
-            stage_key = jax.random.fold_in(key, stage)
-            chosen = sample_actions(stage_key, stage_logits, greedy)
+            chosen = jnp.argmax(stage_logits + noise, axis=-1)
             in_stage = index == stage
             return (
                 jnp.where(in_stage, chosen, actions),

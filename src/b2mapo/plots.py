@@ -204,14 +204,14 @@ def plot_dag(
         f"(episode step {int(episode_step)}), {'greedy' if greedy else 'sampled'} DAG"
     )
     out_png = Path(out_png) if out_png else run_dir / f"dag_update_{update:08d}.png"
-    figure = draw_dag(snapshot, cfg.dag_delta, title)
+    figure = draw_dag(snapshot, trainer.upper.delta, title)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out_png, dpi=120)
     return out_png
 
 
 def draw_dag(snapshot: DagSnapshot, delta: float, title: str) -> Figure:
-    """The three-panel DAG figure of ``snapshot``; ``delta`` is the run's ``dag_delta``."""
+    """The three-panel DAG figure of ``snapshot``; ``delta`` is the run's absolute threshold δ."""
     n = len(snapshot.batch_index)
     height = max(4.5, 0.45 * n + 2.0)
     figure = Figure(figsize=(16, height), layout="constrained")

@@ -189,7 +189,7 @@ class Trainer:
                 action=action,
                 g=dist.g,
                 log_prob=all_log_prob(
-                    action, dist.order_scores, dist.edge_logits, dist.g, cfg.dag_delta
+                    action, dist.order_scores, dist.edge_logits, dist.g, upper.delta
                 ),
                 value=dist.value,
                 reward=reward,

@@ -39,6 +39,12 @@ from b2mapo.losses import clipped_surrogate, corrected_gae, normalise, td_errors
 from b2mapo.networks import Params, _dense, with_agent_id
 
 
+def dependency_threshold(relative_delta: float, num_agents: int) -> float:
+    """The absolute threshold δ on attention weights: ``dag_delta`` is given in units of the
+    uniform weight ``1 / (n - 1)``, so one setting means the same on 3 agents and on 27."""
+    return relative_delta / max(num_agents - 1, 1)
+
+
 class ResettingGRU(nn.Module):
     """Dense+ReLU -> GRU cell whose state restarts where ``reset`` is true."""
 
@@ -121,7 +127,8 @@ class UpperLayer:
     def __init__(self, spec: EnvSpec, cfg: TrainConfig) -> None:
         self.spec = spec
         self.cfg = cfg
-        self.network = UpperNetwork(cfg.hidden_size, cfg.dag_delta)
+        self.delta = dependency_threshold(cfg.dag_delta, spec.num_agents)
+        self.network = UpperNetwork(cfg.hidden_size, self.delta)
         total = cfg.num_updates * cfg.epochs * cfg.minibatches
         lr = optax.linear_schedule(cfg.dag_lr, 0.0, total) if cfg.anneal_lr else cfg.dag_lr
         self.optimiser = optax.chain(
@@ -163,7 +170,7 @@ class UpperLayer:
         batch index ``[E, n]`` from the DAG's layering.
         """
         (agents, critic), out = self._apply(params, carry, obs, state)
-        delta = self.cfg.dag_delta
+        delta = self.delta
         if greedy:
             order = jnp.argsort(-out.order_scores, axis=-1).astype(jnp.int32)
             pairs = jax.vmap(candidate_pairs, in_axes=(0, None))(out.g, delta)
@@ -249,7 +256,7 @@ class UpperLayer:
         _, out = jax.lax.scan(replay, initial_carry, periods)
         over_periods = jax.vmap(jax.vmap(log_prob, in_axes=(0, 0, 0, 0, None)), (0, 0, 0, 0, None))
         new_log_prob = over_periods(
-            periods.action, out.order_scores, out.edge_logits, periods.g, cfg.dag_delta
+            periods.action, out.order_scores, out.edge_logits, periods.g, self.delta
         )
         log_ratio = new_log_prob - periods.log_prob
         ratio = jnp.exp(log_ratio)
@@ -259,7 +266,7 @@ class UpperLayer:
         first_choice = -jnp.sum(
             jax.nn.softmax(out.order_scores) * jax.nn.log_softmax(out.order_scores), axis=-1
         )
-        entropy = jnp.mean(edge_entropy(out.edge_logits, periods.g, cfg.dag_delta) + first_choice)
+        entropy = jnp.mean(edge_entropy(out.edge_logits, periods.g, self.delta) + first_choice)
         value_loss = jnp.mean((out.value - targets) ** 2)
         loss = policy_loss + cfg.dag_kl_coef * kl - cfg.dag_ent_coef * entropy + 0.5 * value_loss
         metrics = {
