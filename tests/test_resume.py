@@ -15,21 +15,25 @@ from b2mapo.config import ConfigError
 from b2mapo.train import Trainer
 
 
-def final_params(run_dir: Path) -> dict:
+def final_state(run_dir: Path) -> dict:
+    """Everything the newest checkpoint saved (parameters, optimisers, env and DAG states)."""
     _, path = checkpoint.checkpoints(run_dir)[-1]
-    return serialization.msgpack_restore(path.read_bytes())["learner"]["params"]
+    return serialization.msgpack_restore(path.read_bytes())
 
 
 class Killed(Exception):
     """Stands in for the process being killed right after a checkpoint is written."""
 
 
-def test_killed_run_resumes_to_the_same_parameters(tiny_config, tmp_path, monkeypatch) -> None:
-    """Kill after the first checkpoint, rerun the same command: same result as no kill."""
-    straight = tiny_config(out=str(tmp_path / "straight"), total_steps=4 * 8 * 4 * 2)
+@pytest.mark.parametrize("algo", ["mappo", "b2mapo"])
+def test_killed_run_resumes_to_the_same_state(tiny_config, tmp_path, monkeypatch, algo) -> None:
+    """Kill after the first checkpoint, rerun the same command: same result as no kill
+    (for B2MAPO including the DAG generator and π_ind)."""
+    extra = {"algo": algo, "dag_period": 4, "total_steps": 4 * 8 * 4 * 2}
+    straight = tiny_config(out=str(tmp_path / "straight"), **extra)
     runner.train(straight)
 
-    killed = tiny_config(out=str(tmp_path / "killed"), total_steps=4 * 8 * 4 * 2)
+    killed = tiny_config(out=str(tmp_path / "killed"), **extra)
     real_save = checkpoint.save
 
     def save_then_die(*args, **kwargs):
@@ -43,7 +47,8 @@ def test_killed_run_resumes_to_the_same_parameters(tiny_config, tmp_path, monkey
     assert [u for u, _ in checkpoint.checkpoints(killed.run_dir)] == [2]
     runner.train(killed)
 
-    a, b = final_params(straight.run_dir), final_params(killed.run_dir)
+    a, b = final_state(straight.run_dir), final_state(killed.run_dir)
+    assert bool(a.get("upper")) == (algo == "b2mapo")
     leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
     assert len(leaves_a) == len(leaves_b) > 0
     for x, y in zip(leaves_a, leaves_b, strict=True):

@@ -80,7 +80,7 @@ def round_learning_rate(cfg: TrainConfig, rounds: jax.Array) -> jax.Array:
     """
     if not cfg.anneal_lr:
         return jnp.float32(cfg.lr)
-    return jnp.float32(cfg.lr) * (1.0 - rounds / cfg.num_updates)
+    return jnp.float32(cfg.lr) * jnp.maximum(0.0, 1.0 - rounds / cfg.num_updates)
 
 
 def _with_learning_rate(opt_state: optax.OptState, lr: jax.Array) -> optax.OptState:

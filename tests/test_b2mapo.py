@@ -1,0 +1,189 @@
+"""B2MAPO's upper layer and derived policy: the generator learns from its reward, π_ind acts
+alone and is pulled towards π by distillation, and the pieces fit into training."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from b2mapo import runner
+from b2mapo.config import ConfigError
+from b2mapo.dag import log_prob
+from b2mapo.losses import categorical_kl
+from b2mapo.rollout import Distillation, rollout
+from b2mapo.train import Trainer
+from b2mapo.upper import Period
+
+
+@pytest.fixture
+def b2mapo(tiny_config):
+    """A tiny B2MAPO config (3 agents, periods of 4 steps)."""
+
+    def make(**overrides):
+        return tiny_config(**{"algo": "b2mapo", "dag_period": 4, **overrides})
+
+    return make
+
+
+def test_period_reward_discounts_and_stops_at_the_episode_end(b2mapo) -> None:
+    """``Σ γ^l r`` up to and including the step that ends the episode, minus cost · K."""
+    trainer = Trainer(b2mapo(gamma=0.5, batch_cost=0.25))
+    reward = jnp.array([[1.0, 1.0], [1.0, 1.0], [1.0, 1.0], [1.0, 1.0]])
+    done = jnp.array([[False, False], [True, False], [False, False], [False, False]])
+    period_return, ended = trainer.upper.period_reward(reward, done, jnp.array([1, 3]))
+    np.testing.assert_allclose(period_return, [1.5 - 0.25, 1.875 - 0.75])
+    np.testing.assert_array_equal(ended, [True, False])
+
+
+def test_generator_learns_to_use_fewer_batches_when_batches_cost(b2mapo) -> None:
+    """With only a batch cost as reward, PPO on the upper layer lowers the mean K."""
+    cfg = b2mapo(
+        batch_cost=1.0, dag_lr=1e-2, dag_kl_coef=0.0, epochs=4, num_envs=16, anneal_lr=False
+    )
+    upper = Trainer(cfg).upper
+    spec = upper.spec
+    obs = jax.random.normal(jax.random.key(1), (2, cfg.num_envs, spec.num_agents, spec.obs_dim))
+    state = jnp.zeros((2, cfg.num_envs, spec.state_dim))
+
+    @jax.jit
+    def round_(learner, key):
+        def period(carry, inputs):
+            obs, state, key = inputs
+            next_carry, action, dist, batch_index = upper.act(
+                learner.params, carry, obs, state, key
+            )
+            k = jnp.max(batch_index, axis=-1) + 1
+            zeros = jnp.zeros((cfg.dag_period, cfg.num_envs))
+            reward, ended = upper.period_reward(zeros, zeros.astype(bool), k)
+            lp = jax.vmap(log_prob, in_axes=(0, 0, 0, 0, None))(
+                action, dist.order_scores, dist.edge_logits, dist.g, upper.delta
+            )
+            record = Period(
+                obs, state, carry.reset, action, dist.g, lp, dist.value, reward, ended, k
+            )
+            return next_carry._replace(reset=ended), record
+
+        start = upper.initial_carry(cfg.num_envs)
+        carry, periods = jax.lax.scan(period, start, (obs, state, jax.random.split(key, 2)))
+        last_value = upper.value(learner.params, carry, obs[0], state[0])
+        learner, _ = upper.update(learner, periods, start, last_value, key)
+        return learner, periods.num_batches.mean()
+
+    learner = upper.init(jax.random.key(0))
+    mean_k = []
+    for i in range(40):
+        learner, k = round_(learner, jax.random.key(i + 1))
+        mean_k.append(float(k))
+    assert np.mean(mean_k[:5]) > 1.5, mean_k  # untrained DAGs on 3 agents have edges
+    assert np.mean(mean_k[-5:]) < np.mean(mean_k[:5]) - 0.4, mean_k
+
+
+def test_derived_policy_acts_on_its_own_observation_only(b2mapo) -> None:
+    """Changing other agents' observations leaves an agent's π_ind logits unchanged (and
+    ``act`` takes no actions of other agents at all)."""
+    trainer = Trainer(b2mapo())
+    derived = trainer.derived
+    params = derived.init(jax.random.key(0), 2).learner.params
+    spec = trainer.env.spec
+    obs = jax.random.normal(jax.random.key(1), (2, spec.num_agents, spec.obs_dim))
+    others = obs.at[:, 1:].set(jax.random.normal(jax.random.key(2), obs[:, 1:].shape))
+    carry = derived.networks.initial_carry((2,))
+    first = jnp.ones((2,), bool)
+    avail = jnp.ones((2, spec.num_agents, spec.num_actions), bool)
+    _, logits_a = derived.networks.act(params["actor"], carry, obs, first, avail)
+    _, logits_b = derived.networks.act(params["actor"], carry, others, first, avail)
+    np.testing.assert_allclose(logits_a[:, 0], logits_b[:, 0], rtol=1e-6)
+    assert not np.allclose(logits_a[:, 1], logits_b[:, 1])
+    assert not derived.networks.condition_on_actions
+
+
+@pytest.mark.parametrize("derived", ["mappo", "ippo"])
+def test_distillation_lowers_kl_to_the_joint_policy(b2mapo, derived: str) -> None:
+    """On a fixed rollout and teacher, π_ind updates with the distillation loss bring
+    KL(teacher || π_ind) down, and further than the same updates without it."""
+    trainer = Trainer(
+        b2mapo(derived=derived, num_envs=8, rollout_len=16, epochs=2, anneal_lr=False, lr=1e-2)
+    )
+    state = jax.tree.map(lambda x: x[0], trainer.init())
+    batch_index = jnp.broadcast_to(jnp.array([0, 1, 1]), (8, 3))
+    loop, trajectory, _ = rollout(
+        trainer.env,
+        trainer.networks,
+        state.learner.params,
+        state.loop,
+        jax.random.key(3),
+        16,
+        batch_index,
+    )
+    tr = trajectory.transitions
+    # A teacher far from the near-uniform untrained π_ind, and learnable: agent i prefers
+    # action (i + 2) mod A where it is available.
+    num_agents, num_actions = tr.avail.shape[-2:]
+    preferred = jnp.arange(num_actions) == (jnp.arange(num_agents)[:, None] + 2) % num_actions
+    teacher_logits = jnp.where(tr.avail, 3.0 * preferred, -1e9)
+    active = tr.avail.sum(-1) > 1
+
+    def kl_to_teacher(derived_state) -> float:
+        logits = trainer.derived.networks.unroll(
+            derived_state.learner.params["actor"], state.derived.carry, tr.obs, tr.first, tr.avail
+        )
+        kl = categorical_kl(teacher_logits, logits)
+        return float(jnp.sum(kl * active) / jnp.sum(active))
+
+    def train(weight: float):
+        update = jax.jit(trainer.derived.update)
+        teacher = Distillation(teacher_logits, jnp.full(tr.reward.shape, weight))
+        derived_state = state.derived
+        for i in range(10):
+            derived_state, metrics = update(
+                derived_state._replace(carry=state.derived.carry),
+                trajectory,
+                loop.timestep.obs,
+                teacher,
+                jax.random.key(i),
+            )
+        return derived_state, metrics
+
+    before = kl_to_teacher(state.derived)
+    distilled, metrics = train(5.0)
+    plain, _ = train(0.0)
+    assert "ind_distill_loss" in metrics
+    assert kl_to_teacher(distilled) < 0.5 * before, (before, kl_to_teacher(distilled))
+    assert kl_to_teacher(distilled) < kl_to_teacher(plain)
+
+
+def test_b2mapo_run_logs_both_policies_and_eval_uses_pi_ind_only(b2mapo, tmp_path) -> None:
+    """Training logs K, the upper layer's losses and π_ind's; evaluation during training
+    scores π_ind and π; ``b2mapo eval`` scores π_ind alone."""
+    cfg = b2mapo(derived="ippo")
+    summary = runner.train(cfg)
+    records = [
+        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
+    train_keys = set(records[0])
+    assert {"dag_num_batches", "dag_policy_loss", "dag_value_loss", "ind_policy_loss"} <= train_keys
+    assert 1.0 <= records[0]["dag_num_batches"] <= 3.0
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert evals and {"greedy_win_rate", "greedy_joint_win_rate"} <= set(evals[-1])
+    assert "joint_win_rate" in summary.eval_greedy
+    evaluated = runner.evaluate_run(tmp_path / "run")
+    assert "win_rate" in evaluated.eval_greedy
+    assert "joint_win_rate" not in evaluated.eval_greedy
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"dag_period": 3}, "dag_period=3 must divide rollout_len=8"),
+        ({"condition_on_actions": False}, "condition_on_actions"),
+        ({"derived": "qmix"}, "unknown derived 'qmix'"),
+        ({"dag_delta": -0.1}, "dag_delta=-0.1"),
+    ],
+)
+def test_inconsistent_b2mapo_settings_are_refused(b2mapo, overrides, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        b2mapo(**overrides)
