@@ -57,3 +57,14 @@ def test_sequential_schemes_win_3m(tiny_config, algo: str) -> None:
     policy wins about 0%; A2PO plateaus near 79% with MAPPO's tuned settings)."""
     summary = train(learning_config(tiny_config, algo=algo, total_steps=1_000_000))
     assert summary.eval_greedy["win_rate"].mean() >= 0.75, summary.as_dict()
+
+
+@pytest.mark.slow
+def test_b2mapo_wins_3m_and_pi_ind_keeps_up(tiny_config) -> None:
+    """Full B2MAPO (learned DAG, derived π_ind) learns smax:3m from a fixed seed: π_ind, the
+    policy that executes, reaches >= 75% greedy win rate and is within 10 points of π."""
+    summary = train(learning_config(tiny_config, algo="b2mapo", total_steps=1_000_000))
+    pi_ind = summary.eval_greedy["win_rate"].mean()
+    pi = summary.eval_greedy["joint_win_rate"].mean()
+    assert pi_ind >= 0.75, summary.as_dict()
+    assert abs(pi_ind - pi) <= 0.10, summary.as_dict()
