@@ -42,7 +42,13 @@ def test_period_reward_discounts_and_stops_at_the_episode_end(b2mapo) -> None:
 def test_generator_learns_to_use_fewer_batches_when_batches_cost(b2mapo) -> None:
     """With only a batch cost as reward, PPO on the upper layer lowers the mean K."""
     cfg = b2mapo(
-        batch_cost=1.0, dag_lr=1e-2, dag_kl_coef=0.0, epochs=4, num_envs=16, anneal_lr=False
+        batch_cost=1.0,
+        dag_lr=1e-2,
+        dag_kl_coef=0.0,
+        dag_keep_init=0.5,
+        epochs=4,
+        num_envs=16,
+        anneal_lr=False,
     )
     upper = Trainer(cfg).upper
     spec = upper.spec

@@ -84,6 +84,10 @@ class TrainConfig:
     dag_delta: float = 0.5
     """B2MAPO: dependency threshold δ in units of the uniform attention weight 1/(n-1):
     weights below it are no dependency, pairs with g_ij + g_ji >= δ are candidate edges."""
+    dag_keep_init: float = 0.2
+    """B2MAPO: initial probability that the generator keeps a candidate dependency. Low
+    values start near MAPPO (few edges, few batches); the generator learns which
+    dependencies pay."""
     dag_lr: float = 5e-4
     """B2MAPO: learning rate of the DAG generator and its critic."""
     dag_kl_coef: float = 0.01
@@ -172,6 +176,8 @@ class TrainConfig:
         for name in ("ent_coef", "dag_kl_coef", "dag_ent_coef", "batch_cost", "distill_coef"):
             if getattr(self, name) < 0.0:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 0")
+        if not 0.0 < self.dag_keep_init < 1.0:
+            raise ConfigError(f"dag_keep_init={self.dag_keep_init} must be in (0, 1)")
         if self.dag_delta < 0.0:
             raise ConfigError(f"dag_delta={self.dag_delta} must be >= 0")
         if self.partition == "learned":

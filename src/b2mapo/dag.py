@@ -56,6 +56,7 @@ class DagGenerator(nn.Module):
 
     hidden_size: int
     delta: float = 0.1
+    keep_init: float = 0.5  # initial probability of keeping a candidate dependency
 
     @nn.compact
     def __call__(self, h: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
@@ -76,7 +77,14 @@ class DagGenerator(nn.Module):
             axis=-1,
         )
         pair_hidden = nn.relu(_dense(self.hidden_size, np.sqrt(2))(pairs))
-        directed = _dense(1, 0.01)(pair_hidden)[..., 0]
+        # Each direction carries half the initial log-odds: l_ij = f(Z_i, Z_j) + f(Z_j, Z_i).
+        half_log_odds = 0.5 * float(np.log(self.keep_init / (1.0 - self.keep_init)))
+        edge_head = nn.Dense(
+            1,
+            kernel_init=nn.initializers.orthogonal(0.01),
+            bias_init=nn.initializers.constant(half_log_odds),
+        )
+        directed = edge_head(pair_hidden)[..., 0]
         edge_logits = jnp.where(jnp.eye(n, dtype=bool), 0.0, directed + directed.T)
         return g, z, order_scores, edge_logits
 

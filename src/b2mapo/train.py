@@ -56,6 +56,16 @@ class RunnerState(NamedTuple):
     derived: DerivedState | None = None
 
 
+class LearnedRollout(NamedTuple):
+    """What B2MAPO's rollout of one round hands to its update."""
+
+    trajectory: Trajectory  # leaves [T, E, ...], batch index per step from the DAGs
+    periods: Period  # leaves [T / dag_period, E, ...], the generator's experience
+    loop: EnvLoopState  # env loop state after the rollout
+    upper_carry: UpperCarry  # generator state after the rollout
+    episodes: EpisodeMetrics
+
+
 class Policies(NamedTuple):
     """The parameters evaluation needs: π, and for B2MAPO the generator and π_ind."""
 
@@ -162,10 +172,28 @@ class Trainer:
         return state._replace(learner=learner, loop=loop, key=key, update=state.update + 1), metrics
 
     def _round_learned(self, state: RunnerState) -> tuple[RunnerState, dict[str, jax.Array]]:
-        """A B2MAPO round: roll out π with a DAG sampled every ``dag_period`` steps, update
-        π by the engine on the DAG's batches, then the generator, then π_ind."""
+        """A B2MAPO round: roll out π with a DAG sampled every ``dag_period`` steps, then
+        ``update_learned``."""
+        key, rollout_key, update_key = jax.random.split(state.key, 3)
+        collected = self.collect_learned(state, rollout_key)
+        update_start = _host_clock(collected.trajectory.transitions.reward)
+        update_start, collected = jax.lax.optimization_barrier((update_start, collected))
+        state, metrics = self.update_learned(state, collected, update_key)
+        update_end = _host_clock(
+            jax.tree.leaves(state.derived.learner.params)[0],
+            jax.tree.leaves(state.upper.params)[0],
+            metrics["joint_update_end"],
+        )
+        metrics |= _episode_metrics(collected.episodes) | {
+            "joint_update_seconds": metrics.pop("joint_update_end") - update_start,
+            "update_seconds": update_end - update_start,
+        }
+        return state._replace(key=key, update=state.update + 1), metrics
+
+    def collect_learned(self, state: RunnerState, key: jax.Array) -> LearnedRollout:
+        """B2MAPO's rollout: a scan over periods; at each period's first step the generator
+        samples a DAG per env, whose layering drives π's acting for the period's steps."""
         cfg, upper = self.cfg, self.upper
-        key, rollout_key, update_key, upper_key, derived_key = jax.random.split(state.key, 5)
         params = state.learner.params
 
         def period(carry: tuple, key: jax.Array) -> tuple[tuple, tuple]:
@@ -202,22 +230,35 @@ class Trainer:
         (loop, upper_carry), (pieces, periods, episodes) = jax.lax.scan(
             period,
             (state.loop, state.upper_carry),
-            jax.random.split(rollout_key, periods_per_round),
+            jax.random.split(key, periods_per_round),
         )
         transitions = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), pieces.transitions)
         trajectory = Trajectory(transitions, pieces.initial_carry[0])
-        episodes = jax.tree.map(jnp.sum, episodes)
+        return LearnedRollout(
+            trajectory, periods, loop, upper_carry, jax.tree.map(jnp.sum, episodes)
+        )
 
-        update_start = _host_clock(transitions.reward)
-        update_start, trajectory = jax.lax.optimization_barrier((update_start, trajectory))
+    def update_learned(
+        self, state: RunnerState, collected: LearnedRollout, key: jax.Array
+    ) -> tuple[RunnerState, dict[str, jax.Array]]:
+        """B2MAPO's update phase: π by the engine on the DAGs' batches, then the generator
+        by PPO on the periods, then π_ind on the same rollout with distillation from the
+        updated π. Returns the state with the rollout's loop states taken over."""
+        cfg = self.cfg
+        update_key, upper_key, derived_key = jax.random.split(key, 3)
+        trajectory, transitions = collected.trajectory, collected.trajectory.transitions
         learner, metrics = batch_sequential_update(
             state.learner, trajectory, update_key, self.networks, self.partitioner, cfg
         )
-        joint_end = _host_clock(jax.tree.leaves(learner.params)[0], metrics["policy_loss"])
-        last = loop.timestep
-        last_value = upper.value(state.upper.params, upper_carry, last.obs, last.state)
-        upper_learner, upper_metrics = upper.update(
-            state.upper, periods, state.upper_carry, last_value, upper_key
+        metrics["joint_update_end"] = _host_clock(
+            jax.tree.leaves(learner.params)[0], metrics["policy_loss"]
+        )
+        last = collected.loop.timestep
+        last_value = self.upper.value(
+            state.upper.params, collected.upper_carry, last.obs, last.state
+        )
+        upper_learner, upper_metrics = self.upper.update(
+            state.upper, collected.periods, state.upper_carry, last_value, upper_key
         )
         # π_ind distils the updated π: its logits on the actions the rollout took.
         teacher_logits = self.networks.unroll(
@@ -234,22 +275,13 @@ class Trainer:
         derived, derived_metrics = self.derived.update(
             state.derived, trajectory, last.obs, teacher, derived_key
         )
-        update_end = _host_clock(
-            jax.tree.leaves(derived.learner.params)[0], jax.tree.leaves(upper_learner.params)[0]
-        )
-        metrics |= upper_metrics | derived_metrics | _episode_metrics(episodes)
-        metrics |= {
-            "dag_num_batches": periods.num_batches.mean(),
-            "joint_update_seconds": joint_end - update_start,
-            "update_seconds": update_end - update_start,
-        }
+        metrics |= upper_metrics | derived_metrics
+        metrics["dag_num_batches"] = collected.periods.num_batches.mean()
         new_state = state._replace(
             learner=learner,
-            loop=loop,
-            key=key,
-            update=state.update + 1,
+            loop=collected.loop,
             upper=upper_learner,
-            upper_carry=upper_carry,
+            upper_carry=collected.upper_carry,
             derived=derived,
         )
         return new_state, metrics

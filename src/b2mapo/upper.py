@@ -72,6 +72,7 @@ class UpperNetwork(nn.Module):
 
     hidden_size: int
     delta: float
+    keep_init: float
 
     @nn.compact
     def __call__(
@@ -82,7 +83,9 @@ class UpperNetwork(nn.Module):
         agent_carry = ResettingGRU(self.hidden_size, name="encoder")(
             agent_carry, with_agent_id(obs), jnp.broadcast_to(reset, (n,))
         )
-        g, _, order_scores, edge_logits = DagGenerator(self.hidden_size, self.delta)(agent_carry)
+        g, _, order_scores, edge_logits = DagGenerator(
+            self.hidden_size, self.delta, self.keep_init
+        )(agent_carry)
         joint = jnp.concatenate([obs.reshape(-1), state])
         critic_carry = ResettingGRU(self.hidden_size, name="critic")(critic_carry, joint, reset)
         value = _dense(1, 1.0)(critic_carry)[0]
@@ -128,7 +131,7 @@ class UpperLayer:
         self.spec = spec
         self.cfg = cfg
         self.delta = dependency_threshold(cfg.dag_delta, spec.num_agents)
-        self.network = UpperNetwork(cfg.hidden_size, self.delta)
+        self.network = UpperNetwork(cfg.hidden_size, self.delta, cfg.dag_keep_init)
         total = cfg.num_updates * cfg.epochs * cfg.minibatches
         lr = optax.linear_schedule(cfg.dag_lr, 0.0, total) if cfg.anneal_lr else cfg.dag_lr
         self.optimiser = optax.chain(
