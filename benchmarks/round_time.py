@@ -1,7 +1,13 @@
-"""Round-time benchmark: update-phase seconds per round of MAPPO, HAPPO, A2PO and the B2MAPO
-scheme at K = 1, 2, 4 and n batches, all on one map and one trajectory.
+"""Round-time benchmark: update-phase seconds per round of MAPPO, HAPPO, A2PO, the B2MAPO
+scheme at K = 1, 2, 4 and n fixed batches, and full B2MAPO (learned DAG generator, joint policy
+π and derived policy π_ind), all on one map and timed in one interleaved run.
 
-What is timed is exactly the update call of ``Trainer._round``::
+Targets (from the issue): the B2MAPO scheme at K batches costs at most K x 1.15 of MAPPO's
+round, A2PO at n agents at most n x 1.15; and B2MAPO's update round on an 8+ agent map costs at
+most 0.5 x A2PO's (the paper reports 0.396).
+
+For MAPPO, HAPPO, A2PO and the fixed-K rows, what is timed is exactly the update call of
+``Trainer._round``::
 
     batch_sequential_update(learner, trajectory, key, trainer.networks, trainer.partitioner, cfg)
 
@@ -21,14 +27,37 @@ everything else is the preset's):
 * ``HAPPO``: preset ``happo`` (one agent per batch, K = n);
 * ``A2PO``: preset ``a2po`` (one agent per batch, K = n);
 * ``B2MAPO K=k``: preset ``b2mapo-fixed`` with ``partition="random_k"``, ``num_batches=k``
-  for k in 1, 2, 4, n (values above n dropped, duplicates merged).
+  for k in 1, 2, 4, n (values above n dropped, duplicates merged);
+* ``B2MAPO (learned)``: preset ``b2mapo`` (``partition="learned"``), timed as training runs
+  its update phase: ``Trainer.update_learned(state, collected, key)``, i.e. π by the engine
+  on the DAGs' batches, the generator's PPO update on the periods and π_ind's update with
+  distillation from the updated π;
+* ``B2MAPO π only (learned DAGs)``: the first part of that alone, ``batch_sequential_update``
+  with the ``b2mapo`` trainer's networks, partitioner and config on the same trajectory and
+  with the key ``update_learned`` hands the engine, so that the difference to the row above
+  is what the generator and π_ind add.
+
+The learned rows cannot use MAPPO's trajectory: they need the DAG periods and the batch index
+the DAGs set per step. Their state is seed 0 of ``Trainer.init()``; ``Trainer.collect_learned``
+runs once from reset and is thrown away (its env loop and generator state are kept), then the
+kept rollout is collected, so that it too starts mid-episode. Their K is not fixed: the engine
+runs as many stages as the largest K of the round (``num_batches`` in the metrics, the K
+column's "max"), while the "/ MAPPO / K" column divides by the mean K of the sampled DAGs
+(``dag_num_batches``); the K x 1.15 verdict is not given for them, the 0.5 x A2PO verdict is
+(for the full row). These rows measure the initial generator, whose K depends on
+``dag_keep_init``: the default 0.2 keeps a fifth of the candidate dependencies, i.e. sparse
+DAGs at the start, but with near-uniform initial attention every pair of agents is a
+candidate, so on 8 agents a fifth of the 28 pairs already layers into several batches (the
+setup line prints how many DAGs had each K). K during training is in a run's metrics
+(``dag_num_batches``, and ``num_batches`` for the largest); ``--b2mapo-set
+dag_keep_init=0.5`` shows a denser DAG (lower values a sparser one).
 
 Every setting is warmed up once, then all are timed round-robin ``--repeats`` times and the
 best time of each is kept, so that a burst of outside load hits all settings alike. The
 table gives each setting's update seconds per round, the ratio to MAPPO, that ratio over K
-(the target: the B2MAPO scheme at K batches costs at most K x 1.15 of MAPPO's round, A2PO
-at n agents at most n x 1.15, i.e. ratio / K <= 1.15) and the ratio to A2PO. The engine's
-reported ``num_batches`` is checked against the expected K for every setting.
+(the per-batch target: ratio / K <= 1.15), the ratio to A2PO and the A2PO target's verdict.
+The engine's reported ``num_batches`` is checked against the expected K for every fixed
+setting, and for the learned rows against the largest K of the sampled DAGs.
 
 Run it from the repository root::
 
@@ -36,6 +65,7 @@ Run it from the repository root::
     .venv/bin/python benchmarks/round_time.py --quick    # 16 envs, 2 repeats: ~2 min
     .venv/bin/python benchmarks/round_time.py --env smax:10m_vs_11m --num-envs 64
     .venv/bin/python benchmarks/round_time.py --b2mapo-set ratio=per_agent  # a B2MAPO variant
+    .venv/bin/python benchmarks/round_time.py --b2mapo-set dag_keep_init=0.5  # denser DAGs
 
 It prints a table and writes every figure, plus machine information and the load average
 before and after, to ``--out`` (default ``benchmarks/results/round_time.json``; git-ignored).
@@ -61,16 +91,15 @@ from timing import Timed, compile_timed, interleaved, machine_info
 from b2mapo.config import TrainConfig, resolve
 from b2mapo.engine import LearnerState, batch_sequential_update, init_learner
 from b2mapo.rollout import Trajectory, reset_envs, rollout
-from b2mapo.train import Trainer
+from b2mapo.train import LearnedRollout, RunnerState, Trainer
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "round_time.json"
 TARGET_PER_BATCH = 1.15  # the issue's budget: K batches cost at most K x 1.15 of MAPPO's round
+TARGET_TO_A2PO = 0.5  # the issue's budget: B2MAPO's update round at most 0.5 x A2PO's (8+ agents)
+PAPER_TO_A2PO = 0.396  # the ratio the B2MAPO paper reports
 B2MAPO_BATCHES = (1, 2, 4)  # plus n
-
-
-# ---------------------------------------------------------------------------------------------
-# Timing helpers
-# ---------------------------------------------------------------------------------------------
+LEARNED = "b2mapo_learned"  # family of the full B2MAPO row
+LEARNED_JOINT = "b2mapo_learned_pi"  # family of its π-only row
 
 
 # ---------------------------------------------------------------------------------------------
@@ -83,14 +112,14 @@ class Setting:
     """One measured configuration: a label, the config overrides and the expected K."""
 
     name: str
-    family: str  # mappo, happo, a2po or b2mapo
+    family: str  # mappo, happo, a2po, b2mapo (fixed K) or b2mapo_learned
     overrides: dict[str, Any]
-    num_batches: int
+    num_batches: int | None  # None: the learned generator chooses K
 
 
 def settings_for(num_agents: int, b2mapo_extra: dict[str, Any]) -> list[Setting]:
-    """MAPPO, HAPPO, A2PO and the B2MAPO scheme at K = 1, 2, 4, n (K <= n, no duplicates);
-    ``b2mapo_extra`` overrides further fields of the B2MAPO settings only."""
+    """MAPPO, HAPPO, A2PO, the B2MAPO scheme at K = 1, 2, 4, n (K <= n, no duplicates) and
+    full B2MAPO; ``b2mapo_extra`` overrides further fields of the B2MAPO settings only."""
     n = num_agents
     out = [
         Setting("MAPPO", "mappo", {"algo": "mappo"}, 1),
@@ -105,6 +134,8 @@ def settings_for(num_agents: int, b2mapo_extra: dict[str, Any]) -> list[Setting]
             "num_batches": k,
         }
         out.append(Setting(f"B2MAPO K={k}", "b2mapo", overrides, k))
+    learned = {**b2mapo_extra, "algo": "b2mapo", "partition": "learned"}
+    out.append(Setting("B2MAPO (learned)", LEARNED, learned, None))
     return out
 
 
@@ -150,7 +181,8 @@ def prepare_setting(
     key: jax.Array,
     param_key: jax.Array,
 ) -> tuple[Timed, dict[str, Any]]:
-    """Compile the setting's update on its view of the trajectory; a timer and a record."""
+    """Compile a fixed-K setting's update on its view of the trajectory; a timer and a
+    record."""
     cfg = resolve({**shared, **setting.overrides})
     trainer = Trainer(cfg)
     num_agents = trainer.env.spec.num_agents
@@ -195,17 +227,108 @@ def prepare_setting(
     return (lambda: compiled(learner, own, update_key)), record
 
 
+def collect_learned(trainer: Trainer, key: jax.Array) -> tuple[RunnerState, LearnedRollout]:
+    """Seed 0 of a fresh B2MAPO runner state and one ``collect_learned`` rollout of it.
+
+    A first rollout from reset is thrown away and its env loop and generator state taken
+    over, so the kept one starts mid-episode (as ``collect_trajectory``'s)."""
+    state = jax.tree.map(lambda x: x[0], trainer.init())
+    warm_key, key = jax.random.split(key)
+    collect = jax.jit(trainer.collect_learned)
+    thrown = collect(state, warm_key)
+    state = state._replace(loop=thrown.loop, upper_carry=thrown.upper_carry)
+    return state, jax.block_until_ready(collect(state, key))
+
+
+def prepare_learned(
+    setting: Setting, shared: dict[str, Any], key: jax.Array
+) -> list[tuple[Timed, dict[str, Any]]]:
+    """Compile full B2MAPO's update phase and π's engine update alone, both on one learned
+    rollout; a timer and a record for each (the full row first)."""
+    cfg = resolve({**shared, **setting.overrides})
+    trainer = Trainer(cfg)
+    collect_key, update_key = jax.random.split(key)
+    start = time.perf_counter()
+    state, collected = collect_learned(trainer, collect_key)
+    collect_s = time.perf_counter() - start
+    dag_batches = collected.periods.num_batches
+    mean_k, max_k = float(dag_batches.mean()), int(dag_batches.max())
+    values, counts = jnp.unique(dag_batches, return_counts=True)
+    k_counts = {int(v): int(c) for v, c in zip(values, counts, strict=True)}
+
+    full, full_compile_s = compile_timed(
+        jax.jit(trainer.update_learned), state, collected, update_key
+    )
+    # π's part of the update, with the key update_learned hands the engine.
+    engine_key = jax.random.split(update_key, 3)[0]
+
+    def joint_update(
+        learner: LearnerState, trajectory: Trajectory, key: jax.Array
+    ) -> tuple[LearnerState, dict[str, jax.Array]]:
+        return batch_sequential_update(
+            learner, trajectory, key, trainer.networks, trainer.partitioner, cfg
+        )
+
+    joint, joint_compile_s = compile_timed(
+        jax.jit(joint_update), state.learner, collected.trajectory, engine_key
+    )
+    # Warm-up calls, which also check K: the engine runs the largest K of the sampled DAGs.
+    out: list[tuple[Timed, dict[str, Any]]] = []
+    runs = (
+        (setting.name, setting.family, full_compile_s, lambda: full(state, collected, update_key)),
+        (
+            "B2MAPO π only (learned DAGs)",
+            LEARNED_JOINT,
+            joint_compile_s,
+            lambda: joint(state.learner, collected.trajectory, engine_key),
+        ),
+    )
+    for name, family, compile_s, timer in runs:
+        start = time.perf_counter()
+        _, metrics = jax.block_until_ready(timer())
+        warmup_s = time.perf_counter() - start
+        engine_batches = int(metrics["num_batches"])
+        if engine_batches != max_k:
+            raise AssertionError(
+                f"{name}: engine ran {engine_batches} batches, the largest DAG has {max_k}"
+            )
+        if family == LEARNED and abs(float(metrics["dag_num_batches"]) - mean_k) > 1e-5:
+            raise AssertionError(
+                f"{name}: dag_num_batches {float(metrics['dag_num_batches'])} != mean K {mean_k}"
+            )
+        record = {
+            "setting": name,
+            "family": family,
+            "num_batches": mean_k,
+            "max_num_batches": max_k,
+            "engine_num_batches": engine_batches,
+            "dag_num_batches_counts": k_counts,
+            "overrides": setting.overrides,
+            "config": cfg.to_dict(),
+            "collect_s": collect_s,
+            "compile_s": compile_s,
+            "warmup_s": warmup_s,
+        }
+        out.append((timer, record))
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------------
 
 
+def family_record(records: list[dict[str, Any]], family: str) -> dict[str, Any]:
+    """The record of a family that has a single row (mappo, a2po, the learned ones)."""
+    (record,) = (r for r in records if r["family"] == family)
+    return record
+
+
 def add_ratios(records: list[dict[str, Any]]) -> None:
-    """Ratios to MAPPO and A2PO, per batch, and the target verdicts, in place."""
-    by_family = {r["family"]: r for r in records if r["family"] != "b2mapo"}
-    mappo_s = by_family["mappo"]["best_s"]
-    a2po_s = by_family["a2po"]["best_s"]
-    mappo_times = by_family["mappo"]["times_s"]
+    """Ratios to MAPPO and A2PO, per batch (the mean K for the learned rows), the target
+    verdicts and the learned round's split into π and the rest, in place."""
+    mappo, a2po = family_record(records, "mappo"), family_record(records, "a2po")
+    mappo_s, a2po_s, mappo_times = mappo["best_s"], a2po["best_s"], mappo["times_s"]
     for r in records:
         r["ratio_to_mappo"] = r["best_s"] / mappo_s
         r["ratio_per_batch"] = r["ratio_to_mappo"] / r["num_batches"]
@@ -216,9 +339,30 @@ def add_ratios(records: list[dict[str, Any]]) -> None:
         in_target = r["family"] in ("b2mapo", "a2po")
         r["target_ratio"] = TARGET_PER_BATCH * r["num_batches"] if in_target else None
         r["meets_target"] = r["ratio_per_batch"] <= TARGET_PER_BATCH if in_target else None
+        in_a2po_target = r["family"] == LEARNED
+        r["target_ratio_to_a2po"] = TARGET_TO_A2PO if in_a2po_target else None
+        r["meets_a2po_target"] = r["ratio_to_a2po"] <= TARGET_TO_A2PO if in_a2po_target else None
+    learned, joint = family_record(records, LEARNED), family_record(records, LEARNED_JOINT)
+    learned["joint_share"] = joint["best_s"] / learned["best_s"]
+    learned["generator_and_derived_s"] = learned["best_s"] - joint["best_s"]
+
+
+def verdict(meets: bool | None, bound: float | None) -> str:
+    """A table cell: ``-`` without a target, else yes/NO and the bound."""
+    if meets is None:
+        return "-"
+    return f"{'[green]yes[/]' if meets else '[red]NO[/]'} (<= {bound:.2f})"
+
+
+def batches_cell(r: dict[str, Any]) -> str:
+    """K of a fixed setting; the mean and largest K of the sampled DAGs for a learned one."""
+    if "max_num_batches" in r:
+        return f"{r['num_batches']:.2f} (max {r['max_num_batches']})"
+    return str(r["num_batches"])
 
 
 def results_table(records: list[dict[str, Any]], title: str) -> Table:
+    """One row per setting: times, ratios and both target verdicts."""
     table = Table(title=title)
     cols = (
         "setting",
@@ -227,29 +371,25 @@ def results_table(records: list[dict[str, Any]], title: str) -> Table:
         "median s",
         "/ MAPPO",
         "/ MAPPO / K",
-        "target",
+        f"/ MAPPO / K <= {TARGET_PER_BATCH}",
         "paired / K",
         "/ A2PO",
+        f"/ A2PO <= {TARGET_TO_A2PO}",
     )
     for col in cols:
         table.add_column(col, justify="left" if col == "setting" else "right")
     for r in records:
-        if r["meets_target"] is None:
-            verdict = "-"
-        elif r["meets_target"]:
-            verdict = f"[green]yes[/] (<= {r['target_ratio']:.2f})"
-        else:
-            verdict = f"[red]NO[/] (<= {r['target_ratio']:.2f})"
         table.add_row(
             r["setting"],
-            str(r["num_batches"]),
+            batches_cell(r),
             f"{r['best_s']:.3f}",
             f"{r['median_s']:.3f}",
             f"{r['ratio_to_mappo']:.2f}",
             f"{r['ratio_per_batch']:.3f}",
-            verdict,
+            verdict(r["meets_target"], r["target_ratio"]),
             f"{r['paired_ratio_per_batch_median']:.3f}",
             f"{r['ratio_to_a2po']:.2f}",
+            verdict(r["meets_a2po_target"], r["target_ratio_to_a2po"]),
         )
     return table
 
@@ -286,9 +426,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="extra config overrides for the B2MAPO settings only (JSON values, else strings)",
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
-    parser.add_argument(
-        "--quick", action="store_true", help="16 envs, 2 repeats (a ~2 min smoke run)"
-    )
+    parser.add_argument("--quick", action="store_true", help="16 envs, 2 repeats (a smoke run)")
     args = parser.parse_args(argv)
     if args.quick:
         args.num_envs, args.repeats = 16, 2
@@ -297,7 +435,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    console = Console(width=max(Console().width, 120))
+    console = Console(width=max(Console().width, 160))
     start = time.perf_counter()
     load_before = os.getloadavg()
 
@@ -324,13 +462,25 @@ def main(argv: list[str] | None = None) -> None:
     timers: dict[str, Timed] = {}
     records: list[dict[str, Any]] = []
     for setting in settings:
-        timer, record = prepare_setting(setting, shared, trajectory, update_key, param_key)
-        console.print(
-            f"[dim]{setting.name}: compiled in {record['compile_s']:.1f} s, "
-            f"warm-up call {record['warmup_s']:.2f} s, partition {record['partition']}[/]"
-        )
-        timers[setting.name] = timer
-        records.append(record)
+        if setting.num_batches is None:
+            prepared = prepare_learned(setting, shared, update_key)
+        else:
+            prepared = [prepare_setting(setting, shared, trajectory, update_key, param_key)]
+        for timer, record in prepared:
+            if "partition" in record:
+                layout = f"partition {record['partition']}"
+            else:
+                layout = (
+                    f"own rollout collected in {record['collect_s']:.1f} s, K of its "
+                    f"{sum(record['dag_num_batches_counts'].values())} DAGs (count per K): "
+                    f"{record['dag_num_batches_counts']}"
+                )
+            console.print(
+                f"[dim]{record['setting']}: compiled in {record['compile_s']:.1f} s, "
+                f"warm-up call {record['warmup_s']:.2f} s, {layout}[/]"
+            )
+            timers[record["setting"]] = timer
+            records.append(record)
     setup_s = time.perf_counter() - start
     console.print(f"[dim]setup {setup_s:.0f} s; timing {args.repeats} interleaved repeats[/]")
 
@@ -350,11 +500,26 @@ def main(argv: list[str] | None = None) -> None:
     )
     if b2mapo_extra:
         title += f"; B2MAPO with {b2mapo_extra}"
+    title += (
+        f"; target: B2MAPO (learned) / A2PO <= {TARGET_TO_A2PO} on 8+ agents "
+        f"(paper: {PAPER_TO_A2PO})"
+    )
     console.print(results_table(records, title))
+    learned = family_record(records, LEARNED)
+    console.print(
+        f"B2MAPO (learned): π's engine update {learned['joint_share']:.0%} of its round; the "
+        f"generator and π_ind add {learned['generator_and_derived_s']:.3f} s. Target: B2MAPO's "
+        f"round at most {TARGET_TO_A2PO} x A2PO's (paper: {PAPER_TO_A2PO}); here "
+        f"{learned['ratio_to_a2po']:.3f}."
+    )
     console.print(
         f"[dim]/ MAPPO / K: the round's cost per batch in MAPPO rounds (best over best); target: "
         f"B2MAPO and A2PO at K batches within K x {TARGET_PER_BATCH} of MAPPO; paired / K: "
-        f"median over repeats of the same ratio within each repeat (a noise check). "
+        f"median over repeats of the same ratio within each repeat (a noise check). Learned "
+        f"rows: K is the mean over the sampled DAGs (the engine runs the largest, 'max'); these "
+        f"are the initial generator's DAGs (dag_keep_init "
+        f"{learned['config']['dag_keep_init']}); full row: π's engine update, the generator's "
+        f"update and π_ind's with distillation (Trainer.update_learned). "
         f"Load average before/after "
         f"{load_before[0]:.2f}/{load_after[0]:.2f} on {os.cpu_count()} CPUs; "
         f"total {total:.0f} s (setup {setup_s:.0f} s).[/]"
@@ -369,6 +534,8 @@ def main(argv: list[str] | None = None) -> None:
             "quick": args.quick,
             "num_agents": num_agents,
             "target_per_batch": TARGET_PER_BATCH,
+            "target_ratio_to_a2po": TARGET_TO_A2PO,
+            "paper_ratio_to_a2po": PAPER_TO_A2PO,
         },
         "load_average_before": list(load_before),
         "load_average_after": list(load_after),
