@@ -61,8 +61,8 @@ setting, and for the learned rows against the largest K of the sampled DAGs.
 
 Run it from the repository root::
 
-    .venv/bin/python benchmarks/round_time.py            # 8m_vs_9m, 32 envs, 5 repeats: ~2.5-3 min
-    .venv/bin/python benchmarks/round_time.py --quick    # 16 envs, 2 repeats: ~2 min
+    .venv/bin/python benchmarks/round_time.py            # 8m_vs_9m, 32 envs, 5 repeats: ~3-3.5 min
+    .venv/bin/python benchmarks/round_time.py --quick    # 16 envs, 2 repeats: ~2.5 min
     .venv/bin/python benchmarks/round_time.py --env smax:10m_vs_11m --num-envs 64
     .venv/bin/python benchmarks/round_time.py --b2mapo-set ratio=per_agent  # a B2MAPO variant
     .venv/bin/python benchmarks/round_time.py --b2mapo-set dag_keep_init=0.5  # denser DAGs
