@@ -78,14 +78,11 @@ def save(run_dir: Path, update: int, state: Any) -> Path:
     return path
 
 
-def restore_latest(run_dir: Path, template: Any) -> tuple[int, Any] | None:
-    """The newest checkpoint restored into the structure of ``template``, or None."""
-    found = checkpoints(run_dir)
-    if not found:
-        return None
-    update, path = found[-1]
+def restore(path: Path, template: Any) -> Any:
+    """The checkpoint at ``path`` restored into the structure of ``template`` (arrays or
+    ``jax.ShapeDtypeStruct``s); ``ConfigError`` if it holds another structure or shapes."""
     try:
-        state = serialization.from_bytes(template, path.read_bytes())
+        state = serialization.from_bytes(template, Path(path).read_bytes())
     except (ValueError, KeyError) as error:
         raise ConfigError(f"checkpoint {path} does not match this config: {error}") from None
     shapes_match = jax.tree.all(
@@ -93,4 +90,13 @@ def restore_latest(run_dir: Path, template: Any) -> tuple[int, Any] | None:
     )
     if not shapes_match:
         raise ConfigError(f"checkpoint {path} holds arrays of other shapes than this config's")
-    return update, state
+    return state
+
+
+def restore_latest(run_dir: Path, template: Any) -> tuple[int, Any] | None:
+    """The newest checkpoint restored into the structure of ``template``, or None."""
+    found = checkpoints(run_dir)
+    if not found:
+        return None
+    update, path = found[-1]
+    return update, restore(path, template)

@@ -19,7 +19,6 @@ import jax
 import jax.numpy as jnp
 import matplotlib
 import numpy as np
-from flax import serialization
 from matplotlib.axes import Axes
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
@@ -98,11 +97,7 @@ def load_checkpoint(run_dir: Path, update: int | None = None) -> tuple[Trainer, 
     trainer = Trainer(cfg)
     # The state's structure is all msgpack needs: its shapes, not a (slow) real init.
     template = jax.eval_shape(trainer.init)
-    try:
-        state = serialization.from_bytes(template, saved[update].read_bytes())
-    except (ValueError, KeyError) as error:
-        message = f"checkpoint {saved[update]} does not match its run's config: {error}"
-        raise ConfigError(message) from None
+    state = checkpoint.restore(saved[update], template)
     # Device arrays, not the numpy arrays msgpack gives: networks index parameters with traced
     # indices, which numpy arrays refuse outside ``jit``.
     return trainer, update, jax.tree.map(jnp.asarray, state)
