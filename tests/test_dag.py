@@ -15,6 +15,7 @@ from b2mapo.dag import (
     DagAction,
     DagGenerator,
     candidate_pairs,
+    cap_depth,
     dependency_matrix,
     edges,
     entropy_of_edges,
@@ -24,7 +25,7 @@ from b2mapo.dag import (
     sample_dag,
 )
 
-sample_jit = jax.jit(sample_dag)
+sample_jit = jax.jit(sample_dag, static_argnums=5)
 log_prob_jit = jax.jit(log_prob)
 edges_jit = jax.jit(edges)
 layering_jit = jax.jit(layering)
@@ -252,3 +253,51 @@ def test_generator_under_jit_and_vmap() -> None:
     action = sample_dag(jax.random.key(5), s1, l1, g1, delta)
     np.testing.assert_array_equal(layering(edges(action)), [0])
     assert float(log_prob(action, s1, l1, g1, delta)) == pytest.approx(0.0, abs=1e-6)
+
+
+def valid_under_cap(actions: DagAction, max_batches: int) -> np.ndarray:
+    """Which enumerated actions the capped sampler can produce: capping changes nothing."""
+    capped = jax.jit(jax.vmap(cap_depth, in_axes=(0, 0, None)), static_argnums=2)(
+        actions.order, actions.keep, max_batches
+    )
+    return np.asarray((capped == actions.keep).all(axis=(1, 2)))
+
+
+@pytest.mark.parametrize(("n", "max_batches"), [(3, 1), (3, 2), (4, 2), (4, 3)])
+def test_capped_log_prob_is_exact(n: int, max_batches: int) -> None:
+    """With a batch cap, the probabilities of every action the sampler can produce sum to 1,
+    and sampling frequencies match them."""
+    scores, logits, g = random_inputs(3 + n, n, scale=1.0)
+    actions = all_actions(n, np.asarray(candidate_pairs(g, 0.0)))
+    valid = valid_under_cap(actions, max_batches)
+    batched = jax.jit(
+        jax.vmap(log_prob, in_axes=(0, None, None, None, None, None)), static_argnums=5
+    )
+    log_p = np.asarray(batched(actions, scores, logits, g, 0.0, max_batches), np.float64)
+    assert np.exp(log_p[valid]).sum() == pytest.approx(1.0, abs=1e-4)
+
+    keys = jax.random.split(jax.random.key(1), 20_000)
+    sampler = jax.vmap(sample_dag, in_axes=(0, None, None, None, None, None))
+    sampled = jax.jit(sampler, static_argnums=5)(keys, scores, logits, g, 0.0, max_batches)
+    layers = jax.vmap(lambda a: layering(edges(a)))(sampled)
+    assert int(np.asarray(layers).max()) <= max_batches - 1
+    codes = [tuple(o) + tuple(k.ravel()) for o, k in zip(*map(np.asarray, actions), strict=True)]
+    index = {code: i for i, code in enumerate(codes)}
+    counts = np.zeros(len(index))
+    for o, k in zip(*map(np.asarray, sampled), strict=True):
+        counts[index[tuple(o) + tuple(k.ravel())]] += 1
+    assert counts[~valid].sum() == 0
+    np.testing.assert_allclose(counts / len(keys), np.exp(log_p) * valid, atol=0.012)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(2, 9), seed=st.integers(0, 10_000), max_batches=st.integers(1, 4))
+def test_capped_samples_stay_within_the_cap(n: int, seed: int, max_batches: int) -> None:
+    """Capped DAGs are acyclic, keep only candidate pairs and have at most the cap's batches."""
+    scores, logits, g = random_inputs(seed, n, scale=3.0)
+    action = sample_jit(jax.random.key(seed), scores, logits, g, 0.0, max_batches)
+    adjacency = np.asarray(edges_jit(action))
+    batch_index = np.asarray(layering_jit(jnp.asarray(adjacency)))
+    assert batch_index.max() < max_batches
+    for i, j in zip(*np.nonzero(adjacency), strict=True):
+        assert batch_index[i] < batch_index[j]

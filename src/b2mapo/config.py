@@ -84,6 +84,9 @@ class TrainConfig:
     dag_delta: float = 0.5
     """B2MAPO: dependency threshold δ in units of the uniform attention weight 1/(n-1):
     weights below it are no dependency, pairs with g_ij + g_ji >= δ are candidate edges."""
+    dag_max_batches: int = 0
+    """B2MAPO: at most this many batches per DAG (0: no cap). A dependency that would put
+    an agent past the last batch is dropped; a round costs about max K MAPPO updates."""
     dag_keep_init: float = 0.2
     """B2MAPO: initial probability that the generator keeps a candidate dependency. Low
     values start near MAPPO (few edges, few batches); the generator learns which
@@ -153,7 +156,7 @@ class TrainConfig:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be a positive integer")
-        for name in ("episode_limit", "eval_every", "seed"):
+        for name in ("episode_limit", "eval_every", "seed", "dag_max_batches"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 0")
         if self.num_envs % self.minibatches:

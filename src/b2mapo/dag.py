@@ -95,15 +95,73 @@ def sample_dag(
     edge_logits: jax.Array,
     g: jax.Array,
     delta: float | jax.Array,
+    max_batches: int = 0,
 ) -> DagAction:
     """Sample an order by Gumbel top-k (exact Plackett-Luce) and keep each candidate pair
-    ``{i, j}`` (``i < j``) with probability ``sigmoid(edge_logits[i, j])``."""
+    ``{i, j}`` (``i < j``) with probability ``sigmoid(edge_logits[i, j])``; with
+    ``max_batches`` > 0, a pair whose earlier agent already sits in the last allowed batch
+    is dropped (see ``cap_depth``)."""
     n = order_scores.shape[0]
     order_key, edge_key = jax.random.split(key)
     perturbed = order_scores + jax.random.gumbel(order_key, (n,), order_scores.dtype)
     order = jnp.argsort(-perturbed).astype(jnp.int32)
-    kept = jax.random.bernoulli(edge_key, jax.nn.sigmoid(edge_logits)) & candidate_pairs(g, delta)
-    return DagAction(order, kept | kept.T)
+    wanted = jax.random.bernoulli(edge_key, jax.nn.sigmoid(edge_logits))
+    return build_dag(order, wanted, g, delta, max_batches)
+
+
+def build_dag(
+    order: jax.Array,
+    wanted: jax.Array,
+    g: jax.Array,
+    delta: float | jax.Array,
+    max_batches: int = 0,
+) -> DagAction:
+    """The action that keeps the candidate pairs ``wanted`` (read on the upper triangle),
+    capped to ``max_batches`` layers when that is positive."""
+    kept = wanted & candidate_pairs(g, delta)
+    keep = kept | kept.T
+    if max_batches > 0:
+        keep = cap_depth(order, keep, max_batches)
+    return DagAction(order, keep)
+
+
+def cap_depth(order: jax.Array, keep: jax.Array, max_batches: int) -> jax.Array:
+    """Drop the kept pairs that would put an agent past batch ``max_batches - 1``: agents
+    are placed in priority order, and a dependency on an earlier agent that is already in
+    the last allowed batch is dropped. The layering of the result has at most
+    ``max_batches`` batches. Which pairs were forced is a function of the result
+    (``forced_pairs``), so the log-probability stays exact."""
+    n = order.shape[0]
+
+    def place(position: int, carry: tuple[jax.Array, jax.Array]) -> tuple:
+        depth, kept = carry
+        agent = order[position]
+        placed = _positions(order) < position
+        allowed = keep[:, agent] & placed & (depth < max_batches - 1)
+        agent_depth = jnp.max(jnp.where(allowed, depth + 1, 0))
+        return depth.at[agent].set(agent_depth), kept.at[:, agent].set(allowed)
+
+    start = (jnp.zeros((n,), jnp.int32), jnp.zeros((n, n), bool))
+    _, kept = jax.lax.fori_loop(0, n, place, start)
+    return kept | kept.T
+
+
+def forced_pairs(action: DagAction, max_batches: int) -> jax.Array:
+    """Pairs ``{i, j}`` (both orientations) whose drop ``cap_depth`` forced: the earlier
+    agent is already in the last allowed batch. All False without a cap."""
+    n = action.order.shape[0]
+    if max_batches <= 0:
+        return jnp.zeros((n, n), bool)
+    depth = layering(edges(action))
+    position = _positions(action.order)
+    earlier_full = (position[:, None] < position[None, :]) & (depth[:, None] >= max_batches - 1)
+    return earlier_full | earlier_full.T
+
+
+def _positions(order: jax.Array) -> jax.Array:
+    """``position[agent]``: where each agent stands in the priority order."""
+    n = order.shape[0]
+    return jnp.zeros((n,), jnp.int32).at[order].set(jnp.arange(n, dtype=jnp.int32))
 
 
 def order_log_prob(order: jax.Array, order_scores: jax.Array) -> jax.Array:
@@ -126,10 +184,13 @@ def log_prob(
     edge_logits: jax.Array,
     g: jax.Array,
     delta: float | jax.Array,
+    max_batches: int = 0,
 ) -> jax.Array:
     """Exact log-probability of ``action``: Plackett-Luce order plus one Bernoulli per
-    candidate pair. Pass the ``g`` the action was sampled with: it fixes the candidate set."""
+    candidate pair whose drop the batch cap did not force. Pass the ``g`` the action was
+    sampled with: it fixes the candidate set."""
     edge_terms = _edge_log_probs(action.keep, edge_logits, g, delta)
+    edge_terms = jnp.where(forced_pairs(action, max_batches), 0.0, edge_terms)
     return order_log_prob(action.order, order_scores) + jnp.sum(edge_terms)
 
 
@@ -143,8 +204,7 @@ def entropy_of_edges(edge_logits: jax.Array, g: jax.Array, delta: float | jax.Ar
 def edges(action: DagAction) -> jax.Array:
     """Directed adjacency ``[n, n]`` bool: each kept pair points from the agent earlier in the
     order to the later one, so the graph is acyclic."""
-    n = action.order.shape[0]
-    position = jnp.zeros((n,), jnp.int32).at[action.order].set(jnp.arange(n, dtype=jnp.int32))
+    position = _positions(action.order)
     return action.keep & (position[:, None] < position[None, :])
 
 

@@ -209,7 +209,7 @@ class Trainer:
             k = jnp.max(batch_index, axis=-1) + 1
             tr = trajectory.transitions
             reward, ended = upper.period_reward(tr.reward, tr.done, k)
-            all_log_prob = jax.vmap(log_prob, in_axes=(0, 0, 0, 0, None))
+            all_log_prob = jax.vmap(log_prob, in_axes=(0, 0, 0, 0, None, None))
             record = Period(
                 obs=ts.obs,
                 state=ts.state,
@@ -217,7 +217,12 @@ class Trainer:
                 action=action,
                 g=dist.g,
                 log_prob=all_log_prob(
-                    action, dist.order_scores, dist.edge_logits, dist.g, upper.delta
+                    action,
+                    dist.order_scores,
+                    dist.edge_logits,
+                    dist.g,
+                    upper.delta,
+                    cfg.dag_max_batches,
                 ),
                 value=dist.value,
                 reward=reward,

@@ -27,7 +27,7 @@ from b2mapo.config import TrainConfig
 from b2mapo.dag import (
     DagAction,
     DagGenerator,
-    candidate_pairs,
+    build_dag,
     edges,
     entropy_of_edges,
     layering,
@@ -174,15 +174,15 @@ class UpperLayer:
         """
         (agents, critic), out = self._apply(params, carry, obs, state)
         delta = self.delta
+        cap = self.cfg.dag_max_batches
         if greedy:
             order = jnp.argsort(-out.order_scores, axis=-1).astype(jnp.int32)
-            pairs = jax.vmap(candidate_pairs, in_axes=(0, None))(out.g, delta)
-            keep = (out.edge_logits > 0) & pairs
-            action = DagAction(order, keep | jnp.swapaxes(keep, -1, -2))
+            build = jax.vmap(build_dag, in_axes=(0, 0, 0, None, None))
+            action = build(order, out.edge_logits > 0, out.g, delta, cap)
         else:
             keys = jax.random.split(key, obs.shape[0])
-            sample = jax.vmap(sample_dag, in_axes=(0, 0, 0, 0, None))
-            action = sample(keys, out.order_scores, out.edge_logits, out.g, delta)
+            sample = jax.vmap(sample_dag, in_axes=(0, 0, 0, 0, None, None))
+            action = sample(keys, out.order_scores, out.edge_logits, out.g, delta, cap)
         batch_index = jax.vmap(lambda a: layering(edges(a)))(action)
         new_carry = UpperCarry(agents, critic, jnp.zeros_like(carry.reset))
         return new_carry, action, out, batch_index
@@ -257,9 +257,15 @@ class UpperLayer:
             return UpperCarry(agents, critic, period.reset), out
 
         _, out = jax.lax.scan(replay, initial_carry, periods)
-        over_periods = jax.vmap(jax.vmap(log_prob, in_axes=(0, 0, 0, 0, None)), (0, 0, 0, 0, None))
+        per_env = jax.vmap(log_prob, in_axes=(0, 0, 0, 0, None, None))
+        over_periods = jax.vmap(per_env, in_axes=(0, 0, 0, 0, None, None))
         new_log_prob = over_periods(
-            periods.action, out.order_scores, out.edge_logits, periods.g, self.delta
+            periods.action,
+            out.order_scores,
+            out.edge_logits,
+            periods.g,
+            self.delta,
+            cfg.dag_max_batches,
         )
         log_ratio = new_log_prob - periods.log_prob
         ratio = jnp.exp(log_ratio)
