@@ -88,9 +88,8 @@ class TrainConfig:
     """B2MAPO: at most this many batches per DAG (0: no cap). A dependency that would put
     an agent past the last batch is dropped; a round costs about max K MAPPO updates."""
     dag_keep_init: float = 0.2
-    """B2MAPO: initial probability that the generator keeps a candidate dependency. Low
-    values start near MAPPO (few edges, few batches); the generator learns which
-    dependencies pay."""
+    """B2MAPO: initial probability that the generator keeps a candidate dependency (lower:
+    sparser first DAGs, fewer batches); the generator learns which dependencies pay."""
     dag_lr: float = 5e-4
     """B2MAPO: learning rate of the DAG generator and its critic."""
     dag_kl_coef: float = 0.01
