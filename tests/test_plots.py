@@ -19,30 +19,14 @@ from b2mapo.cli import main
 from b2mapo.config import ConfigError, resolve
 from b2mapo.dag import DagAction, candidate_pairs, edges, layering
 from b2mapo.runner import train
+from tests.conftest import TINY
 
 
 @pytest.fixture(scope="module")
 def b2mapo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny trained B2MAPO run (the ``tiny_config`` sizes; module-scoped to train once)."""
     run_dir = tmp_path_factory.mktemp("b2mapo") / "run"
-    cfg = resolve(
-        {
-            "algo": "b2mapo",
-            "dag_period": 4,
-            "env": "smax:3m",
-            "num_envs": 4,
-            "rollout_len": 8,
-            "epochs": 1,
-            "minibatches": 2,
-            "hidden_size": 8,
-            "updates_per_chunk": 2,
-            "total_steps": 4 * 8 * 4,
-            "eval_every": 2,
-            "eval_episodes": 2,
-            "episode_limit": 20,
-            "out": str(run_dir),
-        }
-    )
+    cfg = resolve({**TINY, "algo": "b2mapo", "dag_period": 4, "out": str(run_dir)})
     train(cfg)
     return run_dir
 
