@@ -15,6 +15,7 @@ TINY: dict[str, Any] = {
     "env": "smax:3m",
     "num_envs": 4,
     "rollout_len": 8,
+    "recurrent_chunk": 4,
     "epochs": 1,
     "minibatches": 2,
     "hidden_size": 8,

@@ -30,12 +30,22 @@ def b2mapo(tiny_config):
 
 
 def test_period_reward_discounts_and_stops_at_the_episode_end(b2mapo) -> None:
-    """``Σ γ^l r`` up to and including the step that ends the episode, minus cost · K."""
+    """``Σ γ^l r`` up to and including the step that ends the episode, minus cost · K; a
+    truncation (not a termination) adds the critic's discounted value of the cut state."""
     trainer = Trainer(b2mapo(gamma=0.5, batch_cost=0.25))
     reward = jnp.array([[1.0, 1.0], [1.0, 1.0], [1.0, 1.0], [1.0, 1.0]])
     done = jnp.array([[False, False], [True, False], [False, False], [False, False]])
-    period_return, ended = trainer.upper.period_reward(reward, done, jnp.array([1, 3]))
+    end_value = jnp.array([8.0, 8.0])
+    period_return, ended = trainer.upper.period_reward(
+        reward, done, done, end_value, jnp.array([1, 3])
+    )
     np.testing.assert_allclose(period_return, [1.5 - 0.25, 1.875 - 0.75])
+    np.testing.assert_array_equal(ended, [True, False])
+    # The same end as a time-limit truncation bootstraps from the critic: + γ^2 · 8.
+    truncated, ended = trainer.upper.period_reward(
+        reward, done, jnp.zeros_like(done), end_value, jnp.array([1, 3])
+    )
+    np.testing.assert_allclose(truncated, [1.5 - 0.25 + 0.25 * 8.0, 1.875 - 0.75])
     np.testing.assert_array_equal(ended, [True, False])
 
 
@@ -64,7 +74,8 @@ def test_generator_learns_to_use_fewer_batches_when_batches_cost(b2mapo) -> None
             )
             k = jnp.max(batch_index, axis=-1) + 1
             zeros = jnp.zeros((cfg.dag_period, cfg.num_envs))
-            reward, ended = upper.period_reward(zeros, zeros.astype(bool), k)
+            never = zeros.astype(bool)
+            reward, ended = upper.period_reward(zeros, never, never, zeros[0], k)
             lp = jax.vmap(log_prob, in_axes=(0, 0, 0, 0, None))(
                 action, dist.order_scores, dist.edge_logits, dist.g, upper.delta
             )

@@ -26,7 +26,10 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     [
         (["train", "--env", "smax:4m"], ["smax:4m", "smax:3m", "mpe:simple_spread"]),
         (["train", "--algo", "ppo2"], ["ppo2", "mappo"]),
-        (["train", "--num-envs", "10", "--minibatches", "4"], ["minibatches=4", "num_envs=10"]),
+        (
+            ["train", "--rollout-len", "12", "--recurrent-chunk", "8"],
+            ["recurrent_chunk=8", "rollout_len=12"],
+        ),
         (["train", "--gamma", "1.5"], ["gamma=1.5", "[0, 1]"]),
         (["frobnicate"], ["frobnicate", "train"]),
     ],

@@ -19,7 +19,7 @@ from b2mapo.train import Trainer
 
 cfg = resolve(dict(num_envs=4, rollout_len=8, epochs=1, minibatches=2, hidden_size=8,
                    updates_per_chunk=2, seeds=2, episode_limit=20, algo=sys.argv[2],
-                   dag_period=4))
+                   dag_period=4, recurrent_chunk=4))
 trainer = Trainer(cfg)
 state = shard_over_seeds(trainer.init(), cfg.seeds)
 state, _ = trainer.chunk(state)
@@ -47,4 +47,4 @@ def test_two_devices_match_one(tmp_path: Path, algo: str) -> None:
     assert int(two.pop("devices")) == 2
     assert one.keys() == two.keys()
     for key in one:
-        np.testing.assert_allclose(one[key], two[key], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(one[key], two[key], rtol=1e-5, atol=5e-5)

@@ -36,7 +36,11 @@ class TrainConfig:
     epochs: int = 4
     """PPO epochs over each rollout."""
     minibatches: int = 4
-    """Minibatches per epoch (split over environments; must divide ``num_envs``)."""
+    """Minibatches per epoch (each stage splits its own samples into this many)."""
+    recurrent_chunk: int = 8
+    """Steps per training sequence: the rollout is cut into chunks of this many steps, each
+    replayed from the GRU state the rollout had at its start (the MAPPO paper uses 10 on
+    SMAC); must divide rollout_len, and dag_period for B2MAPO. The same for every algorithm."""
     lr: float = 2e-3
     """Adam learning rate of actor and critic."""
     anneal_lr: bool = True
@@ -152,15 +156,16 @@ class TrainConfig:
             "eval_episodes",
             "dag_period",
             "distill_every",
+            "recurrent_chunk",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be a positive integer")
         for name in ("episode_limit", "eval_every", "seed", "dag_max_batches"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 0")
-        if self.num_envs % self.minibatches:
+        if self.rollout_len % self.recurrent_chunk:
             raise ConfigError(
-                f"minibatches={self.minibatches} must divide num_envs={self.num_envs}"
+                f"recurrent_chunk={self.recurrent_chunk} must divide rollout_len={self.rollout_len}"
             )
         for name in ("gamma", "gae_lambda"):
             if not 0.0 <= getattr(self, name) <= 1.0:
@@ -186,6 +191,11 @@ class TrainConfig:
             if self.rollout_len % self.dag_period:
                 raise ConfigError(
                     f"dag_period={self.dag_period} must divide rollout_len={self.rollout_len}"
+                )
+            if self.dag_period % self.recurrent_chunk:
+                raise ConfigError(
+                    f"recurrent_chunk={self.recurrent_chunk} must divide "
+                    f"dag_period={self.dag_period}: a training chunk must not span two DAGs"
                 )
             if not self.condition_on_actions:
                 raise ConfigError(

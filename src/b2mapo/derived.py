@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from b2mapo.config import TrainConfig
 from b2mapo.engine import LearnerState, batch_sequential_update, init_learner
 from b2mapo.envs.core import EnvSpec
-from b2mapo.losses import categorical_log_prob
+from b2mapo.losses import categorical_kl, categorical_log_prob, masked_mean
 from b2mapo.networks import Networks, Params, sample_actions
 from b2mapo.partition import Partitioner, single
 from b2mapo.rollout import Distillation, Trajectory
@@ -110,7 +110,7 @@ class EngineDerived(DerivedPolicy):
     def update(self, state, trajectory, last_obs, teacher, key):
         tr = trajectory.transitions
         params = state.learner.params
-        carry, logits = self.networks.replay(
+        carry, logits, carries = self.networks.replay(
             params["actor"], state.carry, tr.obs, tr.first, tr.avail
         )
         next_obs = jnp.concatenate([tr.obs[1:], last_obs[None]], axis=0)
@@ -121,6 +121,7 @@ class EngineDerived(DerivedPolicy):
         denominator = tr.log_prob if self.cfg.derived_ratio == "behaviour" else own_log_prob
         transitions = tr._replace(
             log_prob=denominator,
+            carry=carries,
             value=self.networks.value(params["critic"], tr.state, tr.obs),
             next_value=self.networks.value(params["critic"], tr.next_state, next_obs),
             batch_index=jnp.zeros_like(tr.batch_index),
@@ -130,6 +131,9 @@ class EngineDerived(DerivedPolicy):
             state.learner, ind_trajectory, key, self.networks, self.partitioner, self.engine_cfg
         )
         metrics.pop("num_batches")
+        # How far π_ind is from π before this update: KL(π || π_ind) over the acting samples.
+        active = tr.avail.sum(-1) > 1
+        metrics["teacher_kl"] = masked_mean(categorical_kl(teacher.logits, logits), active)
         return DerivedState(learner, carry), {f"ind_{k}": v for k, v in metrics.items()}
 
 

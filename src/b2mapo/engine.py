@@ -3,18 +3,26 @@
 Agents are grouped into batches (``Transition.batch_index``, per step and agent); batches
 update in order. Stage ``k`` (SPEC.md §2):
 
-1. advantages corrected off-policy for the agents already updated this round (eq. 1);
+1. the log-probabilities of the agents already updated this round are recomputed under the
+   current parameters, and advantages are corrected off-policy for them (eq. 1);
 2. PPO epochs x minibatches in which only batch ``k``'s samples enter the loss, with the
    per-agent or joint ratio (eq. 11) times the preceding-ratio factor (eq. 12, or HAPPO's);
-3. the critic fitted on the same samples;
-4. batch ``k``'s new log-probabilities recomputed for the next stage's correction.
+3. the critic fitted on the same samples.
 
-The whole round is one compiled program for any K: stages run in a bounded loop over
-``n`` with a condition, never recompiling. The rollout and the networks know nothing of it.
+Training units. The rollout is cut into chunks of ``recurrent_chunk`` steps; a *unit* is one
+agent in one env for one chunk, replayed from the GRU state the rollout had at the chunk's
+start, and a *group* is the units of one (chunk, env). The batch index is constant within a
+unit (fixed partitions hold for the round; a learned DAG holds for its period, which the
+chunk divides). A stage gathers only its own units: they are sorted into fixed-size
+*windows* (groups kept whole, so the joint ratio sees all of a step's batch-k agents), and a
+minibatch is a run of windows whose gradients are summed before one optimiser step. So a
+round computes each unit about once per epoch whatever K is, shapes never depend on K, and
+the stage loop is a ``while_loop`` that stops at the round's K, also under the seed ``vmap``.
 """
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -30,39 +38,26 @@ from b2mapo.losses import (
     clipped_surrogate,
     clipped_value_loss,
     corrected_gae,
-    masked_mean,
     normalise,
     td_errors,
 )
 from b2mapo.networks import Networks, Params
 from b2mapo.partition import Partitioner
-from b2mapo.rollout import Distillation, Trajectory, Transition
+from b2mapo.rollout import Trajectory
 
 STAGE_METRICS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "grad_norm")
 
 
 class LearnerState(NamedTuple):
     """Parameters and optimiser states of actor and critic, the value normaliser, and the
-    number of update rounds done (it sets the learning rate)."""
+    number of update rounds done (it sets the learning rate). With independent parameters
+    every agent has its own optimiser state (leading agent axis)."""
 
     params: dict[str, Params]
     actor_opt: optax.OptState
     critic_opt: optax.OptState
     value_norm: ValueNorm
     rounds: jax.Array
-
-
-class StageBatch(NamedTuple):
-    """What one PPO minibatch of a stage needs (leaves ``[T, B, ...]``)."""
-
-    transitions: Transition
-    initial_carry: jax.Array  # [B, n, h]
-    advantages: jax.Array  # [T, B, n], normalised over the stage's samples
-    value_targets: jax.Array  # [T, B, n], normalised scale
-    policy_mask: jax.Array  # [T, B, n], sample in this stage and the agent had a choice
-    stage_mask: jax.Array  # [T, B, n], sample in this stage
-    preceding: jax.Array  # [T, B], joint new/old ratio of the agents updated earlier
-    distill: Distillation | None = None  # teacher to distil into the actor (π_ind only)
 
 
 def make_optimiser(cfg: TrainConfig) -> optax.GradientTransformation:
@@ -84,45 +79,65 @@ def round_learning_rate(cfg: TrainConfig, rounds: jax.Array) -> jax.Array:
 
 
 def _with_learning_rate(opt_state: optax.OptState, lr: jax.Array) -> optax.OptState:
-    """``opt_state`` of ``make_optimiser`` with its learning rate replaced."""
+    """``opt_state`` of ``make_optimiser`` with its learning rate replaced (per agent too)."""
     clip_state, adam_state = opt_state
-    hyperparams = {**adam_state.hyperparams, "learning_rate": lr}
+    old = adam_state.hyperparams["learning_rate"]
+    hyperparams = {**adam_state.hyperparams, "learning_rate": jnp.broadcast_to(lr, old.shape)}
     return clip_state, adam_state._replace(hyperparams=hyperparams)
 
 
 def init_learner(networks: Networks, cfg: TrainConfig, key: jax.Array) -> LearnerState:
-    """Fresh parameters, optimiser states and value normaliser."""
+    """Fresh parameters, optimiser states (one per agent with independent parameters) and
+    value normaliser."""
     params = networks.init(key)
     optimiser = make_optimiser(cfg)
+    init = optimiser.init if networks.share_params else jax.vmap(optimiser.init)
     value_norm = ValueNorm.create() if cfg.value_norm else ValueNorm.identity()
     return LearnerState(
-        params,
-        optimiser.init(params["actor"]),
-        optimiser.init(params["critic"]),
-        value_norm,
-        jnp.int32(0),
+        params, init(params["actor"]), init(params["critic"]), value_norm, jnp.int32(0)
     )
 
 
-def surrogate_objective(
-    log_ratio: jax.Array,
-    advantages: jax.Array,
-    preceding: jax.Array,
-    stage_mask: jax.Array,
-    cfg: TrainConfig,
-) -> jax.Array:
-    """Per-sample clipped objective of a stage (eq. 10-12), ``[T, B, n]``.
+def optimiser_step(
+    optimiser: optax.GradientTransformation,
+    grads: Params,
+    opt_state: optax.OptState,
+    params: Params,
+    stepping: jax.Array,
+    share_params: bool,
+) -> tuple[Params, optax.OptState]:
+    """One optimiser step where ``stepping`` (a scalar, or ``[n]`` per agent with
+    independent parameters); elsewhere parameters and optimiser state stay bit-identical.
 
-    ``log_ratio`` is each agent's new/old log-ratio; with ``ratio="joint"`` every agent of
-    the stage uses the product over the stage's agents at that step (eq. 11). ``preceding``
-    is the earlier agents' joint ratio: clipped to 1 ± ε/2 inside the clip (A2PO/B2MAPO),
-    multiplying the clipped objective from outside (HAPPO), or ignored (MAPPO).
+    Independent parameters have one optimiser per agent (own Adam moments, step count and
+    gradient-norm clip), so an agent outside the stage does not decay its moments on zero
+    gradients while others update.
     """
-    if cfg.ratio == "joint":
-        joint = jnp.sum(jnp.where(stage_mask, log_ratio, 0.0), axis=-1, keepdims=True)
-        log_ratio = jnp.broadcast_to(joint, log_ratio.shape)
+    if share_params:
+        updates, new_state = optimiser.update(grads, opt_state, params)
+    else:
+        updates, new_state = jax.vmap(optimiser.update)(grads, opt_state, params)
+    new_params = optax.apply_updates(params, updates)
+
+    def keep(new: jax.Array, old: jax.Array) -> jax.Array:
+        mask = stepping.reshape(stepping.shape + (1,) * (new.ndim - stepping.ndim))
+        return jnp.where(mask, new, old)
+
+    return jax.tree.map(keep, new_params, params), jax.tree.map(keep, new_state, opt_state)
+
+
+def surrogate_objective(
+    log_ratio: jax.Array, advantages: jax.Array, preceding: jax.Array, cfg: TrainConfig
+) -> jax.Array:
+    """Per-sample clipped objective of a stage (eq. 10-12).
+
+    ``log_ratio`` is the new/old log-ratio of the sample (the batch's joint one with
+    ``ratio="joint"``, eq. 11). ``preceding`` is the earlier agents' joint ratio: clipped to
+    1 ± ε/2 inside the clip (A2PO/B2MAPO), multiplying the clipped objective from outside
+    (HAPPO), or ignored (MAPPO).
+    """
     ratio = jnp.exp(log_ratio)
-    preceding = jax.lax.stop_gradient(preceding)[..., None]
+    preceding = jax.lax.stop_gradient(preceding)
     if cfg.preceding_factor == "clipped":
         half = cfg.clip_eps / 2
         return clipped_surrogate(
@@ -131,68 +146,6 @@ def surrogate_objective(
     if cfg.preceding_factor == "happo":
         return preceding * clipped_surrogate(ratio, advantages, cfg.clip_eps)
     return clipped_surrogate(ratio, advantages, cfg.clip_eps)
-
-
-def stage_loss(
-    params: dict[str, Params], networks: Networks, batch: StageBatch, cfg: TrainConfig
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Actor loss (surrogate and entropy bonus) plus critic loss (clipped, Huber), both over
-    the stage's samples only."""
-    tr = batch.transitions
-    preceding = networks.preceding(tr.action, tr.batch_index)
-    logits = networks.unroll(
-        params["actor"], batch.initial_carry, tr.obs, tr.first, tr.avail, preceding
-    )
-    log_ratio = categorical_log_prob(logits, tr.action) - tr.log_prob
-    surrogate = surrogate_objective(
-        log_ratio, batch.advantages, batch.preceding, batch.stage_mask, cfg
-    )
-    policy_loss = -masked_mean(surrogate, batch.policy_mask)
-    entropy = masked_mean(categorical_entropy(logits), batch.policy_mask)
-    distill_loss = jnp.float32(0.0)
-    if batch.distill is not None:
-        kl = categorical_kl(batch.distill.logits, logits) * batch.distill.weight[..., None]
-        distill_loss = masked_mean(kl, batch.policy_mask)
-
-    values = networks.value(params["critic"], tr.state, tr.obs)
-    value_errors = clipped_value_loss(
-        values, tr.value, batch.value_targets, cfg.clip_eps, cfg.huber_delta
-    )
-    value_loss = masked_mean(value_errors, batch.stage_mask)
-    ratio = jnp.exp(log_ratio)
-    metrics = {
-        "policy_loss": policy_loss,
-        "value_loss": value_loss,
-        "entropy": entropy,
-        "approx_kl": masked_mean((ratio - 1.0) - log_ratio, batch.policy_mask),
-        "clipfrac": masked_mean(jnp.abs(ratio - 1.0) > cfg.clip_eps, batch.policy_mask),
-    }
-    if batch.distill is not None:
-        metrics["distill_loss"] = distill_loss
-    return policy_loss - cfg.ent_coef * entropy + value_loss + distill_loss, metrics
-
-
-def _minibatches(batch: StageBatch, key: jax.Array, count: int) -> StageBatch:
-    """Shuffle environments and split them into ``count`` minibatches (new leading axis)."""
-    num_envs = batch.initial_carry.shape[0]
-    order = jax.random.permutation(key, num_envs)
-
-    def split(x: jax.Array, env_axis: int) -> jax.Array:
-        x = jnp.moveaxis(jnp.take(x, order, axis=env_axis), env_axis, 0)
-        x = x.reshape(count, num_envs // count, *x.shape[1:])
-        return jnp.moveaxis(x, 1, env_axis + 1)
-
-    return jax.tree.map(
-        lambda x: split(x, 1),
-        batch._replace(initial_carry=None),  # type: ignore[arg-type]
-    )._replace(initial_carry=split(batch.initial_carry, 0))
-
-
-def _agent_update_mask(updates: Params, agents: jax.Array, share_params: bool) -> Params:
-    """Zero the updates of agents outside the stage (independent parameters only)."""
-    if share_params:
-        return updates
-    return jax.tree.map(lambda u: u * agents.reshape(-1, *([1] * (u.ndim - 1))), updates)
 
 
 def advantage_scores(advantages: jax.Array, values: jax.Array, active: jax.Array) -> jax.Array:
@@ -204,10 +157,262 @@ def advantage_scores(advantages: jax.Array, values: jax.Array, active: jax.Array
     return mean_abs_adv / (mean_abs_val + 1e-8)
 
 
+# --- the rollout as training units -----------------------------------------------------------
+
+
+def to_units(x: jax.Array, chunk: int) -> jax.Array:
+    """``[T, E, n, ...]`` -> ``[L, U, ...]``: time within the chunk, then unit
+    ``u = (chunk * E + env) * n + agent``."""
+    steps, envs, agents = x.shape[:3]
+    x = x.reshape(steps // chunk, chunk, envs, agents, *x.shape[3:])
+    return jnp.moveaxis(x, 1, 0).reshape(chunk, -1, *x.shape[4:])
+
+
+def to_groups(x: jax.Array, chunk: int) -> jax.Array:
+    """``[T, E, ...]`` -> ``[L, G, ...]`` with group ``g = chunk * E + env``."""
+    steps, envs = x.shape[:2]
+    x = x.reshape(steps // chunk, chunk, envs, *x.shape[2:])
+    return jnp.moveaxis(x, 1, 0).reshape(chunk, -1, *x.shape[3:])
+
+
+def from_groups(x: jax.Array, num_envs: int) -> jax.Array:
+    """Inverse of ``to_groups``: ``[L, G, ...]`` -> ``[T, E, ...]``."""
+    chunk = x.shape[0]
+    x = x.reshape(chunk, -1, num_envs, *x.shape[2:])
+    return jnp.moveaxis(x, 0, 1).reshape(-1, num_envs, *x.shape[3:])
+
+
+class Units(NamedTuple):
+    """The round's rollout as training units (see the module docstring). Leaves ``[L, U, ...]``
+    per unit and step, ``[L, G, ...]`` per group and step, ``[U, ...]`` per unit."""
+
+    obs: jax.Array  # [L, U, obs_dim]
+    avail: jax.Array  # [L, U, A]
+    action: jax.Array  # [L, U]
+    log_prob: jax.Array  # [L, U], behaviour log-probability
+    value: jax.Array  # [L, U], rollout-time value (normalised scale)
+    active: jax.Array  # [L, U], the agent had a choice of action
+    state: jax.Array  # [L, G, state_dim]
+    first: jax.Array  # [L, G]
+    group_action: jax.Array  # [L, G, n], every agent's action (the conditioning input)
+    group_batch: jax.Array  # [G, n], every agent's batch in the unit's chunk
+    carry: jax.Array  # [U, h], GRU state at the chunk's start
+    batch_index: jax.Array  # [U]
+    teacher: jax.Array | None  # [L, U, A], logits to distil (π_ind only)
+    teacher_weight: jax.Array | None  # [L, G]
+
+    @property
+    def num_agents(self) -> int:
+        return self.group_batch.shape[1]
+
+    @property
+    def num_units(self) -> int:
+        return self.carry.shape[0]
+
+
+def make_units(trajectory: Trajectory, batch_index: jax.Array, chunk: int) -> Units:
+    """Cut a rollout ``[T, E, ...]`` into units of ``chunk`` steps; ``batch_index[T, E, n]``."""
+    tr = trajectory.transitions
+    n = tr.action.shape[-1]
+    starts = batch_index[::chunk].reshape(-1, n)  # [G, n]
+    teacher = trajectory.distill
+    return Units(
+        obs=to_units(tr.obs, chunk),
+        avail=to_units(tr.avail, chunk),
+        action=to_units(tr.action, chunk),
+        log_prob=to_units(tr.log_prob, chunk),
+        value=to_units(tr.value, chunk),
+        active=to_units(tr.avail.sum(-1) > 1, chunk),
+        state=to_groups(tr.state, chunk),
+        first=to_groups(tr.first, chunk),
+        group_action=to_groups(tr.action, chunk),
+        group_batch=starts,
+        carry=tr.carry[::chunk].reshape(-1, tr.carry.shape[-1]),
+        batch_index=starts.reshape(-1),
+        teacher=None if teacher is None else to_units(teacher.logits, chunk),
+        teacher_weight=None if teacher is None else to_groups(teacher.weight, chunk),
+    )
+
+
+class Windows(NamedTuple):
+    """Some units laid out in fixed-size windows: slot ``s`` holds unit ``unit[s]`` where
+    ``valid[s]``; ``segment[s]`` numbers the unit's group within its window."""
+
+    unit: jax.Array  # [S]
+    valid: jax.Array  # [S]
+    segment: jax.Array  # [S]
+    count: jax.Array  # [], windows in use
+
+
+def window_size(num_units: int, num_agents: int, minibatches: int) -> int:
+    """Units per window: one agent's share of a MAPPO minibatch (a stage of A2PO or HAPPO is
+    then one window per minibatch, and MAPPO's minibatch ``n`` windows)."""
+    return max(8, math.ceil(num_units / (minibatches * num_agents)))
+
+
+def pack_windows(
+    member: jax.Array, rank: jax.Array, width: int, slack: int, num_agents: int
+) -> Windows:
+    """Lay the units where ``member[U]`` into windows of ``width + slack`` slots, in order
+    of ``rank[U]`` (a unit's group must be contiguous in that order).
+
+    With ``slack = n - 1`` no group is split between windows: a window takes the groups that
+    *start* among its ``width`` positions, which end at most ``n - 1`` slots later. With
+    ``slack = 0`` units are placed one after another (groups may split).
+    """
+    num_units = member.shape[0]
+    window = width + slack
+    max_windows = -(-num_units // width)
+    order = jnp.argsort(jnp.where(member, rank, jnp.iinfo(jnp.int32).max))
+    count = jnp.sum(member)
+    position = jnp.arange(num_units)
+    if slack:
+        group = order // num_agents
+        starts_group = jnp.concatenate([jnp.ones((1,), bool), group[1:] != group[:-1]])
+        start = jax.lax.cummax(jnp.where(starts_group, position, 0))
+    else:
+        start = position
+    window_of = start // width
+    slot = window_of * window + position - window_of * width
+    slot = jnp.where(position < count, slot, max_windows * window)  # past the end: dropped
+    size = max_windows * window
+    return Windows(
+        unit=jnp.zeros(size, jnp.int32).at[slot].set(order, mode="drop"),
+        valid=jnp.zeros(size, bool).at[slot].set(True, mode="drop"),
+        segment=jnp.zeros(size, jnp.int32).at[slot].set(start - window_of * width, mode="drop"),
+        count=jnp.where(count > 0, window_of[jnp.maximum(count - 1, 0)] + 1, 0),
+    )
+
+
+class WindowBatch(NamedTuple):
+    """The inputs of one window of units (leaves ``[L, W, ...]`` or ``[W, ...]``)."""
+
+    unit: jax.Array  # [W]
+    agent: jax.Array  # [W]
+    valid: jax.Array  # [W]
+    segment: jax.Array  # [W]
+    carry: jax.Array  # [W, h]
+    obs: jax.Array
+    avail: jax.Array
+    action: jax.Array
+    log_prob: jax.Array
+    value: jax.Array
+    active: jax.Array  # [L, W], valid and the agent had a choice
+    state: jax.Array
+    first: jax.Array
+    preceding: jax.Array  # [L, W, n], earlier batches' actions (num_actions: none)
+    teacher: jax.Array | None
+    teacher_weight: jax.Array | None
+
+
+def window_batch(units: Units, windows: Windows, index: jax.Array, window: int) -> WindowBatch:
+    """Gather window ``index`` of ``windows``."""
+    n = units.num_agents
+    take = jax.lax.dynamic_slice_in_dim
+    unit = take(windows.unit, index * window, window)
+    valid = take(windows.valid, index * window, window)
+    group = unit // n
+
+    def per_unit(x: jax.Array | None) -> jax.Array | None:
+        return None if x is None else jnp.take(x, unit, axis=1)
+
+    def per_group(x: jax.Array | None) -> jax.Array | None:
+        return None if x is None else jnp.take(x, group, axis=1)
+
+    num_actions = units.avail.shape[-1]
+    own_batch = units.batch_index[unit]  # [W]
+    earlier = units.group_batch[group] < own_batch[:, None]  # [W, n]
+    preceding = jnp.where(earlier, per_group(units.group_action), num_actions)
+    return WindowBatch(
+        unit=unit,
+        agent=unit % n,
+        valid=valid,
+        segment=take(windows.segment, index * window, window),
+        carry=units.carry[unit],
+        obs=per_unit(units.obs),
+        avail=per_unit(units.avail),
+        action=per_unit(units.action),
+        log_prob=per_unit(units.log_prob),
+        value=per_unit(units.value),
+        active=per_unit(units.active) & valid,
+        state=per_group(units.state),
+        first=per_group(units.first),
+        preceding=preceding.astype(jnp.int32),
+        teacher=per_unit(units.teacher),
+        teacher_weight=per_group(units.teacher_weight),
+    )
+
+
+def window_logits(actor_params: Params, networks: Networks, batch: WindowBatch) -> jax.Array:
+    """The actor's logits ``[L, W, A]`` on a window's units."""
+    preceding = batch.preceding if networks.condition_on_actions else None
+    return networks.unit_logits(
+        actor_params, batch.agent, batch.carry, batch.obs, batch.first, batch.avail, preceding
+    )
+
+
+class StageInputs(NamedTuple):
+    """What a stage's loss reads beside a window: per unit and step ``[L, U]``."""
+
+    advantages: jax.Array  # normalised over the stage's samples
+    value_targets: jax.Array  # normalised scale
+    preceding: jax.Array  # [L, G], joint new/old ratio of the agents updated earlier
+
+
+def window_loss(
+    params: dict[str, Params],
+    networks: Networks,
+    batch: WindowBatch,
+    inputs: StageInputs,
+    cfg: TrainConfig,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Sum over a window's samples of the actor loss (surrogate, entropy bonus, distillation)
+    plus the critic loss (clipped, Huber); the minibatch divides by its sample counts.
+
+    Actor and critic have disjoint parameters, so one summed loss gives both gradients.
+    """
+    logits = window_logits(params["actor"], networks, batch)
+    log_ratio = categorical_log_prob(logits, batch.action) - batch.log_prob  # [L, W]
+    sample_ratio = log_ratio
+    if cfg.ratio == "joint":  # eq. 11: product over the group's units (same step, batch k)
+        window = batch.segment.shape[0]
+        summed = jax.ops.segment_sum(
+            jnp.where(batch.valid, log_ratio, 0.0).T, batch.segment, num_segments=window
+        )
+        log_ratio = summed[batch.segment].T
+    unit = batch.unit
+    group = unit // networks.spec.num_agents
+    advantages = jnp.take(inputs.advantages, unit, axis=1)
+    preceding = jnp.take(inputs.preceding, group, axis=1)
+    surrogate = surrogate_objective(log_ratio, advantages, preceding, cfg)
+    policy_weight = batch.active.astype(jnp.float32)
+    value_weight = jnp.broadcast_to(batch.valid, batch.action.shape).astype(jnp.float32)
+
+    def total(x: jax.Array, weight: jax.Array) -> jax.Array:
+        return jnp.sum(x * weight)
+
+    entropy = total(categorical_entropy(logits), policy_weight)
+    policy = -total(surrogate, policy_weight)
+    actor_loss = policy - cfg.ent_coef * entropy
+    sums = {"policy_loss": policy, "entropy": entropy}
+    if batch.teacher is not None:
+        kl = categorical_kl(batch.teacher, logits) * batch.teacher_weight
+        sums["distill_loss"] = total(kl, policy_weight)
+        actor_loss = actor_loss + sums["distill_loss"]
+    values = networks.unit_values(params["critic"], batch.agent, batch.state, batch.obs)
+    targets = jnp.take(inputs.value_targets, unit, axis=1)
+    errors = clipped_value_loss(values, batch.value, targets, cfg.clip_eps, cfg.huber_delta)
+    sums["value_loss"] = total(errors, value_weight)
+    ratio = jnp.exp(sample_ratio)
+    sums["approx_kl"] = total((ratio - 1.0) - sample_ratio, policy_weight)
+    sums["clipfrac"] = total(jnp.abs(ratio - 1.0) > cfg.clip_eps, policy_weight)
+    return actor_loss + sums["value_loss"], sums
+
+
 class RoundContext(NamedTuple):
     """What every stage of a round reads: the rollout and quantities fixed for the round."""
 
-    trajectory: Trajectory
+    units: Units
     batch_index: jax.Array  # [T, E, n]
     values: jax.Array  # [T, E, n], denormalised rollout-time values
     deltas: jax.Array  # [T, E, n], TD errors
@@ -222,7 +427,8 @@ def prepare_round(
     partitioner: Partitioner,
     cfg: TrainConfig,
 ) -> RoundContext:
-    """TD errors of the rollout, and the partition (A2PO's is chosen here, from advantages)."""
+    """TD errors of the rollout, the partition (A2PO's is chosen here, from advantages) and
+    the rollout as training units."""
     tr = trajectory.transitions
     values = learner.value_norm.denormalise(tr.value)
     next_values = learner.value_norm.denormalise(tr.next_value)
@@ -235,77 +441,158 @@ def prepare_round(
         plain = corrected_gae(deltas, jnp.ones_like(deltas), done, cfg.gamma, cfg.gae_lambda)
         order = partitioner.partition(key, advantage_scores(plain, values, active))
         batch_index = jnp.broadcast_to(order, batch_index.shape)
-    return RoundContext(trajectory, batch_index, values, deltas, done, active)
+    units = make_units(trajectory, batch_index, cfg.recurrent_chunk)
+    return RoundContext(units, batch_index, values, deltas, done, active)
+
+
+def refresh_log_ratios(
+    actor_params: Params,
+    log_ratio: jax.Array,
+    member: jax.Array,
+    units: Units,
+    networks: Networks,
+    width: int,
+) -> jax.Array:
+    """``log_ratio[L, U]`` with the new/old log-ratios of the ``member[U]`` units recomputed
+    under ``actor_params`` (a forward pass over those units only)."""
+    windows = pack_windows(member, jnp.arange(units.num_units), width, 0, units.num_agents)
+
+    def refresh(index: jax.Array, log_ratio: jax.Array) -> jax.Array:
+        batch = window_batch(units, windows, index, width)
+        logits = window_logits(actor_params, networks, batch)
+        new = categorical_log_prob(logits, batch.action) - batch.log_prob
+        target = jnp.where(batch.valid, batch.unit, units.num_units)
+        return log_ratio.at[:, target].set(new, mode="drop")
+
+    return jax.lax.fori_loop(0, windows.count, refresh, log_ratio)
+
+
+class StageCarry(NamedTuple):
+    """What the stage loop carries."""
+
+    learner: LearnerState
+    log_ratio: jax.Array  # [L, U], new/old log-ratios of the units updated so far
+    key: jax.Array
+    stage: jax.Array
+    metric_sums: dict[str, jax.Array]  # per-stage means, summed over stages
 
 
 def run_stage(
-    learner: LearnerState,
-    updated_log_ratio: jax.Array,
-    key: jax.Array,
-    stage: jax.Array,
-    ctx: RoundContext,
-    networks: Networks,
-    cfg: TrainConfig,
-) -> tuple[LearnerState, jax.Array, dict[str, jax.Array]]:
-    """Update batch ``stage``; ``updated_log_ratio[T, E, n]`` holds new/old log-ratios of
-    the agents updated earlier this round and is returned with this batch's filled in."""
-    tr = ctx.trajectory.transitions
-    stage_mask = ctx.batch_index == stage
-    earlier = ctx.batch_index < stage
-    preceding = jnp.exp(jnp.sum(jnp.where(earlier, updated_log_ratio, 0.0), axis=-1))  # [T, E]
-    trace = (
-        jnp.minimum(1.0, preceding) if cfg.advantage == "corrected" else jnp.ones_like(preceding)
+    carry: StageCarry, ctx: RoundContext, networks: Networks, cfg: TrainConfig
+) -> StageCarry:
+    """Update batch ``carry.stage``: refresh the earlier agents' ratios, correct the
+    advantages, then PPO on this batch's units only."""
+    learner, units, stage = carry.learner, ctx.units, carry.stage
+    n = units.num_agents
+    width = window_size(units.num_units, n, cfg.minibatches)
+    # With shared parameters every stage moved every agent's policy: refresh all earlier
+    # batches (SPEC §2); with independent parameters only the batch just updated changed.
+    last_updated = stage - 1 if not networks.share_params else -1
+    refresh = (units.batch_index < stage) & (units.batch_index >= last_updated)
+    log_ratio = refresh_log_ratios(
+        learner.params["actor"], carry.log_ratio, refresh, units, networks, width
     )
-    trace = jnp.broadcast_to(trace[..., None], ctx.deltas.shape)
+    earlier = units.batch_index < stage
+    chunk = cfg.recurrent_chunk
+    preceding_log = jnp.where(earlier, log_ratio, 0.0).reshape(chunk, -1, n).sum(-1)  # [L, G]
+    preceding = jnp.exp(preceding_log)
+    num_envs = ctx.deltas.shape[1]
+    if cfg.advantage == "corrected":
+        trace = jnp.minimum(1.0, from_groups(preceding, num_envs))[..., None]
+    else:
+        trace = jnp.ones((1, 1, 1))
+    trace = jnp.broadcast_to(trace, ctx.deltas.shape)
     advantages = corrected_gae(ctx.deltas, trace, ctx.done, cfg.gamma, cfg.gae_lambda)
     targets = advantages + ctx.values
+    stage_mask = ctx.batch_index == stage
     value_norm = learner.value_norm
-    if cfg.value_norm:
-        value_norm = value_norm.update(targets, stage_mask, beta=0.99999)
-    policy_mask = stage_mask & ctx.active
-    batch = StageBatch(
-        transitions=tr,
-        initial_carry=ctx.trajectory.initial_carry,
-        advantages=normalise(advantages, policy_mask),
-        value_targets=value_norm.normalise(targets),
-        policy_mask=policy_mask,
-        stage_mask=stage_mask,
-        preceding=preceding,
-        distill=ctx.trajectory.distill,
-    )
-    agents_in_stage = jnp.any(stage_mask, axis=tuple(range(stage_mask.ndim - 1)))
-    optimiser = make_optimiser(cfg)
-    grad_fn = jax.value_and_grad(stage_loss, has_aux=True)
-
-    def minibatch_step(state: LearnerState, minibatch: StageBatch) -> tuple:
-        (_, metrics), grads = grad_fn(state.params, networks, minibatch, cfg)
-        new_params, opt_states = {}, {}
-        for part, opt_state in (("actor", state.actor_opt), ("critic", state.critic_opt)):
-            updates, opt_states[part] = optimiser.update(grads[part], opt_state, state.params[part])
-            updates = _agent_update_mask(updates, agents_in_stage, cfg.share_params)
-            new_params[part] = optax.apply_updates(state.params[part], updates)
-        metrics["grad_norm"] = optax.tree.norm(grads["actor"])
-        new_state = state._replace(
-            params=new_params, actor_opt=opt_states["actor"], critic_opt=opt_states["critic"]
+    if cfg.value_norm:  # a stage without samples leaves the statistics alone
+        updated_norm = value_norm.update(targets, stage_mask, beta=0.99999)
+        value_norm = jax.tree.map(
+            lambda new, old: jnp.where(jnp.any(stage_mask), new, old), updated_norm, value_norm
         )
-        return new_state, metrics
-
-    def epoch(state: LearnerState, key: jax.Array) -> tuple:
-        return jax.lax.scan(minibatch_step, state, _minibatches(batch, key, cfg.minibatches))
-
-    learner = learner._replace(value_norm=value_norm)
-    learner, metrics = jax.lax.scan(epoch, learner, jax.random.split(key, cfg.epochs))
-    logits = networks.unroll(
-        learner.params["actor"],
-        ctx.trajectory.initial_carry,
-        tr.obs,
-        tr.first,
-        tr.avail,
-        networks.preceding(tr.action, tr.batch_index),
+    inputs = StageInputs(
+        advantages=to_units(normalise(advantages, stage_mask & ctx.active), chunk),
+        value_targets=to_units(value_norm.normalise(targets), chunk),
+        preceding=preceding,
     )
-    new_log_ratio = categorical_log_prob(logits, tr.action) - tr.log_prob
-    updated_log_ratio = jnp.where(stage_mask, new_log_ratio, updated_log_ratio)
-    return learner, updated_log_ratio, jax.tree.map(jnp.mean, metrics)
+    member = units.batch_index == stage
+    joint = cfg.ratio == "joint"
+    slack = n - 1 if joint else 0
+    window = width + slack
+    optimiser = make_optimiser(cfg)
+    grad_fn = jax.grad(window_loss, has_aux=True)
+    agents = jnp.arange(n)
+
+    def minibatch_step(state: tuple, bounds: tuple) -> tuple:
+        learner, windows = state
+        first, last = bounds
+
+        def accumulate(index: jax.Array, acc: tuple) -> tuple:
+            grads, sums, policy_count, value_count = acc
+            batch = window_batch(units, windows, index, window)
+            new_grads, new_sums = grad_fn(learner.params, networks, batch, inputs, cfg)
+            per_agent = batch.agent[:, None] == agents  # [W, n]
+            policy_count += jnp.sum(per_agent * batch.active.sum(0)[:, None], axis=0)
+            value_count += jnp.sum(per_agent * batch.valid[:, None], axis=0) * chunk
+            grads = jax.tree.map(jnp.add, grads, new_grads)
+            sums = {k: sums[k] + v for k, v in new_sums.items()}
+            return grads, sums, policy_count, value_count
+
+        zeros = jax.tree.map(jnp.zeros_like, learner.params)
+        names = (*STAGE_METRICS[:-1], *(("distill_loss",) if units.teacher is not None else ()))
+        start = (zeros, {k: jnp.float32(0.0) for k in names}, jnp.zeros(n), jnp.zeros(n))
+        grads, sums, policy_count, value_count = jax.lax.fori_loop(first, last, accumulate, start)
+        policy_total = jnp.maximum(policy_count.sum(), 1.0)
+        value_total = jnp.maximum(value_count.sum(), 1.0)
+        grads = {
+            "actor": jax.tree.map(lambda g: g / policy_total, grads["actor"]),
+            "critic": jax.tree.map(lambda g: g / value_total, grads["critic"]),
+        }
+        if networks.share_params:
+            actor_steps, critic_steps = policy_count.sum() > 0, value_count.sum() > 0
+        else:
+            actor_steps, critic_steps = policy_count > 0, value_count > 0
+        params, opts = dict(learner.params), {}
+        for part, steps, opt in (
+            ("actor", actor_steps, learner.actor_opt),
+            ("critic", critic_steps, learner.critic_opt),
+        ):
+            params[part], opts[part] = optimiser_step(
+                optimiser, grads[part], opt, learner.params[part], steps, networks.share_params
+            )
+        learner = learner._replace(
+            params=params, actor_opt=opts["actor"], critic_opt=opts["critic"]
+        )
+        metrics = {
+            k: v / (value_total if k == "value_loss" else policy_total) for k, v in sums.items()
+        }
+        metrics["grad_norm"] = optax.tree.norm(grads["actor"])
+        took_step = value_count.sum() > 0
+        return (learner, windows), (metrics, took_step)
+
+    def epoch(learner: LearnerState, key: jax.Array) -> tuple:
+        group_rank = jax.random.permutation(key, units.num_units // n)
+        unit_ids = jnp.arange(units.num_units)
+        rank = group_rank[unit_ids // n] * n + unit_ids % n
+        windows = pack_windows(member, rank, width, slack, n)
+        edges = windows.count * jnp.arange(cfg.minibatches + 1) // cfg.minibatches
+        (learner, _), out = jax.lax.scan(
+            minibatch_step, (learner, windows), (edges[:-1], edges[1:])
+        )
+        return learner, out
+
+    key, stage_key = jax.random.split(carry.key)
+    learner = learner._replace(value_norm=value_norm)
+    learner, (metrics, took_step) = jax.lax.scan(
+        epoch, learner, jax.random.split(stage_key, cfg.epochs)
+    )
+    steps = jnp.maximum(took_step.sum(), 1)
+    sums = {
+        k: carry.metric_sums[k] + jnp.sum(jnp.where(took_step, v, 0.0)) / steps
+        for k, v in metrics.items()
+    }
+    return StageCarry(learner, log_ratio, key, stage + 1, sums)
 
 
 def batch_sequential_update(
@@ -327,24 +614,19 @@ def batch_sequential_update(
     ctx = prepare_round(learner, trajectory, partition_key, partitioner, cfg)
     num_batches = jnp.max(ctx.batch_index) + 1
     names = STAGE_METRICS + (("distill_loss",) if trajectory.distill is not None else ())
-    skipped = {name: jnp.float32(0.0) for name in names}
-
-    def stage_step(carry: tuple, stage: jax.Array) -> tuple:
-        def run(carry: tuple) -> tuple:
-            learner, updated_log_ratio, key = carry
-            key, stage_key = jax.random.split(key)
-            learner, updated_log_ratio, metrics = run_stage(
-                learner, updated_log_ratio, stage_key, stage, ctx, networks, cfg
-            )
-            return (learner, updated_log_ratio, key), metrics
-
-        return jax.lax.cond(stage < num_batches, run, lambda carry: (carry, skipped), carry)
-
-    num_agents = trajectory.transitions.action.shape[-1]
-    start = (learner, jnp.zeros_like(trajectory.transitions.log_prob), key)
-    (learner, _, _), stage_metrics = jax.lax.scan(stage_step, start, jnp.arange(num_agents))
-    metrics = {k: v.sum() / num_batches for k, v in stage_metrics.items()}
+    start = StageCarry(
+        learner,
+        jnp.zeros_like(ctx.units.log_prob),
+        key,
+        jnp.int32(0),
+        {name: jnp.float32(0.0) for name in names},
+    )
+    final = jax.lax.while_loop(
+        lambda carry: carry.stage < num_batches,
+        lambda carry: run_stage(carry, ctx, networks, cfg),
+        start,
+    )
+    metrics = {k: v / num_batches for k, v in final.metric_sums.items()}
     metrics["num_batches"] = num_batches.astype(jnp.float32)
     metrics["learning_rate"] = lr
-    learner = learner._replace(rounds=learner.rounds + 1)
-    return learner, metrics
+    return final.learner._replace(rounds=final.learner.rounds + 1), metrics

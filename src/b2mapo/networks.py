@@ -314,20 +314,78 @@ class Networks:
         first: jax.Array,
         avail: jax.Array,
         preceding: jax.Array | None = None,
-    ) -> tuple[jax.Array, jax.Array]:
-        """``unroll`` that also returns the GRU state after the sequence ``[B, n, h]``."""
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """``unroll`` that also returns the GRU state after the sequence ``[B, n, h]`` and the
+        state before every step ``[T, B, n, h]`` (what a rollout stores for training)."""
         first = jnp.broadcast_to(first[..., None], obs.shape[:3])
         obs = with_agent_id(obs)
         encode = self._per_agent(RecurrentActor.encode, 2, obs)
         input_gates = encode(actor_params, obs)
         recur = self._per_agent(RecurrentActor.recur, 1, carry, input_gates[0], first[0])
 
-        def step(c: jax.Array, inputs: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
-            return recur(actor_params, c, *inputs)
+        def step(c: jax.Array, inputs: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, tuple]:
+            new, features = recur(actor_params, c, *inputs)
+            return new, (features, c)
 
-        carry, features = jax.lax.scan(step, carry, (input_gates, first))
+        final, (features, before) = jax.lax.scan(step, carry, (input_gates, first))
         head = self._per_agent(RecurrentActor.head, 2, features, avail, preceding)
-        return carry, head(actor_params, features, avail, preceding)
+        return final, head(actor_params, features, avail, preceding), before
+
+    def unit_logits(
+        self,
+        actor_params: Params,
+        agents: jax.Array,
+        carry: jax.Array,
+        obs: jax.Array,
+        first: jax.Array,
+        avail: jax.Array,
+        preceding: jax.Array | None = None,
+    ) -> jax.Array:
+        """Logits ``[L, W, A]`` of ``W`` training units, each one agent's sequence of ``L``
+        steps replayed from its GRU state ``carry[W, h]`` (``obs[L, W, o]``, ``first[L, W]``,
+        ``avail[L, W, A]``, ``preceding[L, W, n]``); ``agents[W]`` says whose they are."""
+        obs = self._with_unit_id(obs, agents)
+
+        def sequence(params: Params, c: jax.Array, o, f, a, p) -> jax.Array:
+            gates = self.actor.apply(params, o, method=RecurrentActor.encode)
+
+            def step(c: jax.Array, inputs: tuple[jax.Array, jax.Array]) -> tuple:
+                return self.actor.apply(params, c, *inputs, method=RecurrentActor.recur)
+
+            _, features = jax.lax.scan(step, c, (gates, f))
+            return self.actor.apply(params, features, a, p, method=RecurrentActor.head)
+
+        params, param_axis = self._unit_params(actor_params, agents)
+        in_axes = (param_axis, 0, 1, 1, 1, None if preceding is None else 1)
+        return jax.vmap(sequence, in_axes=in_axes, out_axes=1)(
+            params, carry, obs, first, avail, preceding
+        )
+
+    def unit_values(
+        self,
+        critic_params: Params,
+        agents: jax.Array,
+        state: jax.Array,
+        obs: jax.Array | None = None,
+    ) -> jax.Array:
+        """Values ``[L, W]`` of training units from their global states ``[L, W, s]`` or,
+        with a local critic, their own observations ``[L, W, o]``."""
+        x = obs if self.local_critic else state
+        assert x is not None, "a local critic needs the observations"
+        x = self._with_unit_id(x, agents)
+        params, param_axis = self._unit_params(critic_params, agents)
+        return jax.vmap(self.critic.apply, in_axes=(param_axis, 1), out_axes=1)(params, x)
+
+    def _with_unit_id(self, x: jax.Array, agents: jax.Array) -> jax.Array:
+        """Append each unit's one-hot agent id to its inputs ``[L, W, d]``."""
+        ids = jax.nn.one_hot(agents, self.spec.num_agents, dtype=x.dtype)
+        return jnp.concatenate([x, jnp.broadcast_to(ids, (*x.shape[:2], ids.shape[-1]))], -1)
+
+    def _unit_params(self, params: Params, agents: jax.Array) -> tuple[Params, int | None]:
+        """Parameters per training unit: the shared set, or each unit's agent's own set."""
+        if self.share_params:
+            return params, None
+        return jax.tree.map(lambda p: p[agents], params), 0
 
 
 def sample_actions(key: jax.Array, logits: jax.Array, greedy: bool = False) -> jax.Array:

@@ -20,6 +20,8 @@ class Transition(NamedTuple):
     next_state: jax.Array  # [E, state_dim], state reached, before auto-reset
     avail: jax.Array  # [E, n, A]
     first: jax.Array  # [E], obs is the first of an episode (resets the GRU)
+    carry: jax.Array  # [E, n, h], the actor's GRU state before the step (training replays
+    # each chunk of the rollout from it)
     action: jax.Array  # [E, n]
     batch_index: jax.Array  # [E, n], the agent's batch in the update sequence at this step
     log_prob: jax.Array  # [E, n], behaviour log-probability
@@ -99,6 +101,7 @@ def rollout(
             next_state=next_ts.final_state,
             avail=ts.avail,
             first=loop.first,
+            carry=loop.carry,
             action=action,
             batch_index=jnp.broadcast_to(batch_index, action.shape),
             log_prob=categorical_log_prob(logits, action),

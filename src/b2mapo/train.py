@@ -208,7 +208,10 @@ class Trainer:
             )
             k = jnp.max(batch_index, axis=-1) + 1
             tr = trajectory.transitions
-            reward, ended = upper.period_reward(tr.reward, tr.done, k)
+            end_value = upper.end_value(
+                state.upper.params, next_carry, tr.obs, tr.next_state, tr.done
+            )
+            reward, ended = upper.period_reward(tr.reward, tr.done, tr.terminated, end_value, k)
             all_log_prob = jax.vmap(log_prob, in_axes=(0, 0, 0, 0, None, None))
             record = Period(
                 obs=ts.obs,

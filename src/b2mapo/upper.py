@@ -8,9 +8,10 @@ critic (MLP -> GRU over the joint observation and global state) values the perio
 Its reward is the period's discounted return minus ``batch_cost · K``. PPO-clip with the
 KL penalty to the old generator trains both on GAE over periods.
 
-Episode ends inside a period are handled simply: the period's return stops at the end, the
-period counts as done (no bootstrap), and the new episode plays the rest of the period with
-the same DAG; the recurrent states restart at the next period boundary.
+Episode ends inside a period: the period's return stops at the end (a time-limit truncation
+bootstraps there from the critic, a termination does not), the period counts as done, and the
+new episode plays the rest of the period with the same DAG; the recurrent states restart at
+the next period boundary.
 """
 
 from __future__ import annotations
@@ -191,15 +192,40 @@ class UpperLayer:
         """Critic value ``[E]`` at a boundary, without advancing the carry (for bootstraps)."""
         return self._apply(params, carry, obs, state)[1].value
 
-    def period_reward(self, reward: jax.Array, done: jax.Array, num_batches: jax.Array):
+    def period_reward(
+        self,
+        reward: jax.Array,
+        done: jax.Array,
+        terminated: jax.Array,
+        end_value: jax.Array,
+        num_batches: jax.Array,
+    ) -> tuple[jax.Array, jax.Array]:
         """``Σ_{l<T} γ^l r_{t+l}`` up to the first episode end, minus ``batch_cost · K``;
-        rewards and dones ``[T, E]``. Also returns whether an episode ended ``[E]``."""
+        rewards and flags ``[T, E]``. If that end is a time-limit truncation (done, not
+        terminated) at step l, the return bootstraps with ``γ^{l+1} end_value`` (``[E]``, the
+        critic's value of the state the episode was cut at), as the lower layer's GAE does.
+        Also returns whether an episode ended ``[E]`` (GAE does not bootstrap past it)."""
         steps = reward.shape[0]
         alive = jnp.cumprod(1.0 - done.astype(jnp.float32), axis=0)
         still_running = jnp.concatenate([jnp.ones_like(alive[:1]), alive[:-1]], axis=0)
         discount = (self.cfg.gamma ** jnp.arange(steps))[:, None]
         period_return = jnp.sum(discount * still_running * reward, axis=0)
+        first_end = done & (still_running > 0)
+        truncated = jnp.any(first_end & ~terminated, axis=0)
+        end_discount = jnp.sum(jnp.where(first_end, discount * self.cfg.gamma, 0.0), axis=0)
+        period_return += jnp.where(truncated, end_discount * end_value, 0.0)
         return period_return - self.cfg.batch_cost * num_batches, done.any(axis=0)
+
+    def end_value(
+        self, params: Params, carry: UpperCarry, obs: jax.Array, state: jax.Array, done: jax.Array
+    ) -> jax.Array:
+        """Critic value ``[E]`` of the state where each env's first episode of a period ended
+        (``obs[T, E, n, o]`` at that step, ``state[T, E, s]`` the state it reached), from the
+        recurrent state after the period's first step; 0 where no episode ended."""
+        step = jnp.argmax(done, axis=0)
+        envs = jnp.arange(done.shape[1])
+        value = self.value(params, carry, obs[step, envs], state[step, envs])
+        return jnp.where(done.any(axis=0), value, 0.0)
 
     def update(
         self,
