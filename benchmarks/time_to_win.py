@@ -1,105 +1,225 @@
-"""Time to a target evaluation win rate from a cold start, compile included.
+"""Time to a target greedy win rate, several algorithms x several seeds in one run.
 
-Trains one seed chunk by chunk, evaluates the greedy policy after every chunk, and records
-the env steps, wall time and process CPU time at which the win rate first reaches the
-target. Prints a table and writes a JSON file.
+Each algorithm trains ``--seeds`` seeds side by side in one compiled program (the seed
+``vmap`` users run with ``--seeds``), from a cold start, compile included. After every chunk
+every seed's executing policy is evaluated greedily on ``--eval-episodes`` episodes (for
+B2MAPO π_ind, and π acting batch by batch on greedy DAGs beside it). For each seed the env
+steps and the wall time at which its win rate first reaches ``--target`` are recorded; an
+algorithm stops when all its seeds have reached it (or at ``--max-steps``; ``--full`` always
+trains to ``--max-steps``, for final win rates). Algorithms run one after another, so their
+wall times are comparable (same machine, same load) and ratios to the first are printed.
 
-    python benchmarks/time_to_win.py --env smax:3m --target 0.8 --max-steps 1500000
+Per algorithm the table gives env steps and wall seconds to the target (median and range
+over seeds; a seed that never reached it counts as not reached), the final greedy win of the
+executing policy and, for B2MAPO, of π, and the diagnostics of the last chunk (B2MAPO: mean K
+of the DAGs, generator entropy, π_ind's clipped fraction and KL(π || π_ind)). The JSON holds
+every evaluation of every seed and the per-chunk means of those diagnostics.
+
+An algorithm is a preset name, optionally with overrides: ``NAME=PRESET:FIELD=VALUE,...``
+(values are JSON, else strings), e.g. ``b2-lr5e-4=b2mapo:lr=0.0005``.
+
+    python benchmarks/time_to_win.py --algos mappo b2mapo --seeds 3            # smax:3m
+    python benchmarks/time_to_win.py --env smax:8m_vs_9m --algos mappo b2mapo --seeds 3 \\
+        --max-steps 3000000 --full --out benchmarks/results/8m_vs_9m.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
+import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
 from rich.console import Console
 from rich.table import Table
+from timing import machine_info
 
 from b2mapo.config import resolve
-from b2mapo.runner import evaluate
+from b2mapo.runner import EVAL_SEED_OFFSET
 from b2mapo.train import Trainer
 
+DIAGNOSTICS = (
+    "win_rate",
+    "num_batches",
+    "dag_num_batches",
+    "dag_entropy",
+    "ind_clipfrac",
+    "ind_teacher_kl",
+    "clipfrac",
+    "approx_kl",
+    "entropy",
+    "ind_entropy",
+)
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env", default="smax:3m")
-    parser.add_argument("--algo", default="mappo")
-    parser.add_argument("--target", type=float, default=0.8)
-    parser.add_argument("--max-steps", type=int, default=1_500_000)
-    parser.add_argument("--eval-episodes", type=int, default=128)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--set", nargs="*", default=[], metavar="FIELD=VALUE", help="config overrides (JSON values)"
-    )
-    parser.add_argument("--out", default="benchmarks/results/time_to_win.json")
-    args = parser.parse_args()
 
-    wall0, cpu0 = time.perf_counter(), time.process_time()
+def parse_algo(text: str) -> tuple[str, dict[str, Any]]:
+    """``NAME=PRESET:FIELD=VALUE,...`` or a bare preset -> (name, config overrides)."""
+    head, _, fields = text.partition(":")
+    name, _, preset = head.partition("=") if "=" in head else (head, "", head)
+    overrides: dict[str, Any] = {"algo": preset}
+    for item in filter(None, fields.split(",")):
+        key, value = item.split("=", 1)
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return name, overrides
+
+
+def race(name: str, overrides: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Train one algorithm's seeds until all reach the target (or the budget ends)."""
+    wall0 = time.perf_counter()
     cfg = resolve(
         {
             "env": args.env,
-            "algo": args.algo,
+            "seeds": args.seeds,
             "seed": args.seed,
             "total_steps": args.max_steps,
+            "eval_every": 0,
             "eval_episodes": args.eval_episodes,
-            **{k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)},
+            **overrides,
         }
     )
     trainer = Trainer(cfg)
     state = trainer.init()
     chunk = trainer.chunk.lower(state).compile()
-    compile_wall = time.perf_counter() - wall0
-
-    curve, reached = [], None
+    compile_s = time.perf_counter() - wall0
+    reached: list[dict[str, float] | None] = [None] * cfg.seeds
+    evals, diagnostics = [], []
     for _ in range(cfg.num_updates // cfg.updates_per_chunk):
         state, metrics = chunk(state)
         jax.block_until_ready(metrics)
-        greedy, _ = evaluate(trainer, state)
-        point = {
-            "env_steps": int(np.asarray(state.update)[0]) * cfg.steps_per_update,
-            "win_rate": float(greedy["win_rate"].mean()),
-            "wall_s": time.perf_counter() - wall0,
-            "cpu_s": time.process_time() - cpu0,
-        }
-        curve.append(point)
-        if point["win_rate"] >= args.target:
-            reached = point
-            break
-
-    table = Table(title=f"time to {args.target:.0%} greedy win rate: {args.algo} on {args.env}")
-    for column in ("env steps", "wall s", "CPU s", "compile s (wall)"):
-        table.add_column(column, justify="right")
-    if reached:
-        table.add_row(
-            f"{reached['env_steps']:,}",
-            f"{reached['wall_s']:.0f}",
-            f"{reached['cpu_s']:.0f}",
-            f"{compile_wall:.0f}",
+        update = int(np.asarray(state.update).max())
+        keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(
+            trainer.seed_keys(EVAL_SEED_OFFSET), update
         )
-    else:
-        table.add_row("not reached", f"{curve[-1]['wall_s']:.0f}", f"{curve[-1]['cpu_s']:.0f}", "")
-    Console().print(table)
-
-    result = {
-        "env": args.env,
-        "algo": args.algo,
-        "target": args.target,
+        results = trainer.evaluate(trainer.policies(state), keys, True, True)
+        wall = time.perf_counter() - wall0
+        steps = update * cfg.steps_per_update
+        point = {"env_steps": steps, "wall_s": wall}
+        for prefix, result in results.items():
+            point[f"{prefix}win_rate"] = np.asarray(result.win_rate).tolist()
+        evals.append(point)
+        diagnostics.append(
+            {k: float(np.asarray(v).mean()) for k, v in metrics.items() if k in DIAGNOSTICS}
+        )
+        if args.verbose:
+            wins = " ".join(
+                f"{k}={np.mean(v):.2f}" for k, v in point.items() if k.endswith("win_rate")
+            )
+            print(f"  {name} {steps:,} steps {wall:.0f} s: {wins}", flush=True)
+        for seed, win in enumerate(point["win_rate"]):
+            if reached[seed] is None and win >= args.target:
+                reached[seed] = {"env_steps": steps, "wall_s": wall}
+        if not args.full and all(reached):
+            break
+    last = evals[-1]
+    return {
+        "name": name,
+        "overrides": overrides,
+        "compile_s": compile_s,
         "reached": reached,
-        "compile_wall_s": compile_wall,
-        "curve": curve,
+        "final_win_rate": last["win_rate"],
+        "final_joint_win_rate": last.get("joint_win_rate"),
+        "final_env_steps": last["env_steps"],
+        "evals": evals,
+        "diagnostics": diagnostics,
         "config": cfg.to_dict(),
-        "jax": jax.__version__,
-        "devices": jax.device_count(),
-        "machine": platform.machine(),
     }
+
+
+def spread(values: list[float | None]) -> tuple[float | None, str]:
+    """Median over seeds (None if any seed did not get there) and the range as text."""
+    got = [v for v in values if v is not None]
+    if not got:
+        return None, "never"
+    text = f"{min(got):,.0f}-{max(got):,.0f}" + ("" if len(got) == len(values) else " (some never)")
+    return (statistics.median(got) if len(got) == len(values) else None), text
+
+
+def ratio(value: float | None, reference: float | None) -> str:
+    return f"{value / reference:.2f}" if value is not None and reference else "-"
+
+
+def mean_std(values: list[float] | None) -> str:
+    if values is None:
+        return "-"
+    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", default="smax:3m")
+    parser.add_argument("--algos", nargs="+", default=["mappo", "b2mapo"])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--target", type=float, default=0.8)
+    parser.add_argument("--max-steps", type=int, default=1_500_000)
+    parser.add_argument("--eval-episodes", type=int, default=128)
+    parser.add_argument("--full", action="store_true", help="always train to --max-steps")
+    parser.add_argument("--verbose", action="store_true", help="print every evaluation")
+    parser.add_argument("--out", default="benchmarks/results/time_to_win.json")
+    args = parser.parse_args()
+
+    console = Console(width=180)  # a wide table, also when piped
+    results = []
+    for text in args.algos:
+        name, overrides = parse_algo(text)
+        result = race(name, overrides, args)
+        results.append(result)
+        steps = spread([r and r["env_steps"] for r in result["reached"]])
+        console.print(
+            f"{name}: steps to target {steps[1]}, final π {mean_std(result['final_win_rate'])}"
+            f" at {result['final_env_steps']:,} steps, {result['evals'][-1]['wall_s']:.0f} s"
+        )
+
+    table = Table(
+        title=f"{args.env}: to {args.target:.0%} greedy win, {args.seeds} seeds "
+        f"({args.eval_episodes} eval episodes)"
+    )
+    for column in (
+        "algo",
+        "env steps (median)",
+        "range",
+        "× first",
+        "wall s (median)",
+        "range",
+        "× first",
+        "final win (exec)",
+        "final win π",
+        "last diagnostics",
+    ):
+        table.add_column(column, justify="right")
+    first_steps = first_wall = None
+    for result in results:
+        steps, steps_text = spread([r and r["env_steps"] for r in result["reached"]])
+        wall, wall_text = spread([r and r["wall_s"] for r in result["reached"]])
+        first_steps = first_steps if first_steps is not None else steps
+        first_wall = first_wall if first_wall is not None else wall
+        result["median_env_steps"], result["median_wall_s"] = steps, wall
+        last = result["diagnostics"][-1]
+        table.add_row(
+            result["name"],
+            "-" if steps is None else f"{steps:,.0f}",
+            steps_text,
+            ratio(steps, first_steps),
+            "-" if wall is None else f"{wall:.0f}",
+            wall_text,
+            ratio(wall, first_wall),
+            mean_std(result["final_win_rate"]),
+            mean_std(result["final_joint_win_rate"]),
+            " ".join(f"{k}={v:.3g}" for k, v in last.items() if k != "win_rate"),
+        )
+    console.print(table)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    payload = {"args": vars(args), "results": results, "machine": machine_info()}
+    out.write_text(json.dumps(payload, indent=2))
+    console.print(f"wrote {out}")
 
 
 if __name__ == "__main__":

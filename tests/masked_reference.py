@@ -81,8 +81,8 @@ def masked_round(
     updated = jnp.zeros_like(units.log_prob)
     for stage in range(int(jnp.max(batch_index)) + 1):
         _, now = log_probs(learner.params["actor"])
-        refreshed = own < stage if networks.share_params else own == stage - 1
-        updated = jnp.where(refreshed, now - units.log_prob, updated)
+        # Every earlier unit under the current parameters (SPEC §2), computed in full.
+        updated = jnp.where(own < stage, now - units.log_prob, updated)
         earlier_ratio = per_group(jnp.where(own < stage, updated, 0.0)).sum(-1)  # [T, E]
         rho = jnp.exp(earlier_ratio)
         trace = jnp.minimum(1.0, rho) if cfg.advantage == "corrected" else jnp.ones_like(rho)

@@ -174,8 +174,9 @@ def test_distillation_lowers_kl_to_the_joint_policy(b2mapo, derived: str) -> Non
 
 
 def test_b2mapo_run_logs_both_policies_and_eval_uses_pi_ind_only(b2mapo, tmp_path) -> None:
-    """Training logs K, the upper layer's losses and π_ind's; evaluation during training
-    scores π_ind and π; ``b2mapo eval`` scores π_ind alone."""
+    """Training logs K, the upper layer's losses and π_ind's (with its clipped fraction and
+    KL to π); evaluation during training scores π_ind and π; ``b2mapo eval`` scores π_ind
+    alone."""
     cfg = b2mapo(derived="ippo")
     summary = runner.train(cfg)
     records = [
@@ -184,6 +185,11 @@ def test_b2mapo_run_logs_both_policies_and_eval_uses_pi_ind_only(b2mapo, tmp_pat
     train_keys = set(records[0])
     assert {"dag_num_batches", "dag_policy_loss", "dag_value_loss", "ind_policy_loss"} <= train_keys
     assert 1.0 <= records[0]["dag_num_batches"] <= 3.0
+    # Diagnostics of the derivation: π_ind's clipped fraction and KL(π || π_ind).
+    for record in (r for r in records if r["kind"] == "train"):
+        assert 0.0 <= record["ind_clipfrac"] <= 1.0
+        assert 0.0 <= record["ind_teacher_kl"] < 10.0
+        assert record["dag_entropy"] >= 0.0
     evals = [r for r in records if r["kind"] == "eval"]
     assert evals and {"greedy_win_rate", "greedy_joint_win_rate"} <= set(evals[-1])
     assert "joint_win_rate" in summary.eval_greedy

@@ -99,6 +99,8 @@ def stage_carry(learner, ctx, stage: int) -> StageCarry:
     return StageCarry(
         learner,
         jnp.zeros_like(ctx.units.log_prob),
+        jnp.full_like(ctx.units.batch_index, -1),
+        jnp.full((ctx.units.num_agents,), -1, jnp.int32),
         jax.random.PRNGKey(1),
         jnp.int32(stage),
         {name: jnp.float32(0.0) for name in names},
@@ -157,9 +159,13 @@ def test_stage_without_samples_changes_nothing(tiny_config, share_params: bool) 
 
 
 def random_batch_index(key, trajectory, n: int, chunk: int, num_batches: int) -> jax.Array:
-    """A batch index that changes per (chunk, env), as learned DAGs make it."""
+    """A batch index that changes per (chunk, env), as learned DAGs make it: most chunks have
+    one batch, some up to ``num_batches`` (so some envs never reach the later stages)."""
     steps, envs = trajectory.transitions.reward.shape
-    per_chunk = jax.random.randint(key, (steps // chunk, envs, n), 0, num_batches)
+    k_key, index_key = jax.random.split(key)
+    deep = jax.random.uniform(k_key, (steps // chunk, envs, 1)) < 0.3
+    per_chunk = jax.random.randint(index_key, (steps // chunk, envs, n), 0, num_batches)
+    per_chunk = jnp.where(deep, per_chunk, 0)
     return jnp.repeat(per_chunk, chunk, axis=0).astype(jnp.int32)
 
 

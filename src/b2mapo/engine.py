@@ -472,6 +472,8 @@ class StageCarry(NamedTuple):
 
     learner: LearnerState
     log_ratio: jax.Array  # [L, U], new/old log-ratios of the units updated so far
+    refreshed_at: jax.Array  # [U], stage at whose start the unit's log-ratio was computed
+    agent_updated_at: jax.Array  # [n], last stage that changed the agent's parameters
     key: jax.Array
     stage: jax.Array
     metric_sums: dict[str, jax.Array]  # per-stage means, summed over stages
@@ -485,18 +487,24 @@ def run_stage(
     learner, units, stage = carry.learner, ctx.units, carry.stage
     n = units.num_agents
     width = window_size(units.num_units, n, cfg.minibatches)
-    # With shared parameters every stage moved every agent's policy: refresh all earlier
-    # batches (SPEC §2); with independent parameters only the batch just updated changed.
-    last_updated = stage - 1 if not networks.share_params else -1
-    refresh = (units.batch_index < stage) & (units.batch_index >= last_updated)
+    num_envs = ctx.deltas.shape[1]
+    earlier = units.batch_index < stage
+    # ρ needs the earlier batches' probabilities under the current parameters (SPEC §2):
+    # recompute a unit's where its agent's parameters changed since it was last computed
+    # (with shared parameters every stage changes every agent), and only where this stage's
+    # advantages look: from the env's first chunk that holds a unit of this batch on.
+    member = units.batch_index == stage
+    here = member.reshape(-1, num_envs, n).any(-1)  # [C, E]
+    needed = jnp.repeat((jnp.cumsum(here, axis=0) > 0).reshape(-1), n)  # [U]
+    agent_of = jnp.arange(units.num_units) % n
+    stale = carry.agent_updated_at[agent_of] >= carry.refreshed_at
+    refresh = earlier & needed & stale
     log_ratio = refresh_log_ratios(
         learner.params["actor"], carry.log_ratio, refresh, units, networks, width
     )
-    earlier = units.batch_index < stage
     chunk = cfg.recurrent_chunk
     preceding_log = jnp.where(earlier, log_ratio, 0.0).reshape(chunk, -1, n).sum(-1)  # [L, G]
     preceding = jnp.exp(preceding_log)
-    num_envs = ctx.deltas.shape[1]
     if cfg.advantage == "corrected":
         trace = jnp.minimum(1.0, from_groups(preceding, num_envs))[..., None]
     else:
@@ -516,7 +524,6 @@ def run_stage(
         value_targets=to_units(value_norm.normalise(targets), chunk),
         preceding=preceding,
     )
-    member = units.batch_index == stage
     joint = cfg.ratio == "joint"
     slack = n - 1 if joint else 0
     window = width + slack
@@ -592,7 +599,19 @@ def run_stage(
         k: carry.metric_sums[k] + jnp.sum(jnp.where(took_step, v, 0.0)) / steps
         for k, v in metrics.items()
     }
-    return StageCarry(learner, log_ratio, key, stage + 1, sums)
+    if networks.share_params:
+        updated = jnp.ones((n,), bool)
+    else:
+        updated = jnp.any(member.reshape(-1, n), axis=0)
+    return StageCarry(
+        learner,
+        log_ratio,
+        jnp.where(refresh, stage, carry.refreshed_at),
+        jnp.where(updated, stage, carry.agent_updated_at),
+        key,
+        stage + 1,
+        sums,
+    )
 
 
 def batch_sequential_update(
@@ -617,6 +636,8 @@ def batch_sequential_update(
     start = StageCarry(
         learner,
         jnp.zeros_like(ctx.units.log_prob),
+        jnp.full_like(ctx.units.batch_index, -1),
+        jnp.full((ctx.units.num_agents,), -1, jnp.int32),
         key,
         jnp.int32(0),
         {name: jnp.float32(0.0) for name in names},
