@@ -50,8 +50,10 @@ def test_period_reward_discounts_and_stops_at_the_episode_end(b2mapo) -> None:
 
 
 def test_generator_learns_to_use_fewer_batches_when_batches_cost(b2mapo) -> None:
-    """With only a batch cost as reward, PPO on the upper layer lowers the mean K."""
+    """With only a batch cost as reward, PPO on the upper layer lowers the mean K (uncapped,
+    so that untrained DAGs on 3 agents reach up to 3 batches)."""
     cfg = b2mapo(
+        dag_max_batches=0,
         batch_cost=1.0,
         dag_lr=1e-2,
         dag_kl_coef=0.0,
