@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import jax
 import pytest
 
 from b2mapo.config import TrainConfig, resolve
@@ -25,12 +24,6 @@ TINY: dict[str, Any] = {
     "eval_episodes": 2,
     "episode_limit": 20,
 }
-
-
-@pytest.fixture(scope="session", autouse=True)
-def compilation_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Share compiled programs between tests that build the same training program."""
-    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
 
 
 @pytest.fixture
