@@ -288,6 +288,7 @@ class WindowBatch(NamedTuple):
     """The inputs of one window of units (leaves ``[L, W, ...]`` or ``[W, ...]``)."""
 
     unit: jax.Array  # [W]
+    group: jax.Array  # [W]
     agent: jax.Array  # [W]
     valid: jax.Array  # [W]
     segment: jax.Array  # [W]
@@ -325,6 +326,7 @@ def window_batch(units: Units, windows: Windows, index: jax.Array, window: int) 
     preceding = jnp.where(earlier, per_group(units.group_action), num_actions)
     return WindowBatch(
         unit=unit,
+        group=group,
         agent=unit % n,
         valid=valid,
         segment=take(windows.segment, index * window, window),
@@ -380,10 +382,8 @@ def window_loss(
             jnp.where(batch.valid, log_ratio, 0.0).T, batch.segment, num_segments=window
         )
         log_ratio = summed[batch.segment].T
-    unit = batch.unit
-    group = unit // networks.spec.num_agents
-    advantages = jnp.take(inputs.advantages, unit, axis=1)
-    preceding = jnp.take(inputs.preceding, group, axis=1)
+    advantages = jnp.take(inputs.advantages, batch.unit, axis=1)
+    preceding = jnp.take(inputs.preceding, batch.group, axis=1)
     surrogate = surrogate_objective(log_ratio, advantages, preceding, cfg)
     policy_weight = batch.active.astype(jnp.float32)
     value_weight = jnp.broadcast_to(batch.valid, batch.action.shape).astype(jnp.float32)
@@ -400,7 +400,7 @@ def window_loss(
         sums["distill_loss"] = total(kl, policy_weight)
         actor_loss = actor_loss + sums["distill_loss"]
     values = networks.unit_values(params["critic"], batch.agent, batch.state, batch.obs)
-    targets = jnp.take(inputs.value_targets, unit, axis=1)
+    targets = jnp.take(inputs.value_targets, batch.unit, axis=1)
     errors = clipped_value_loss(values, batch.value, targets, cfg.clip_eps, cfg.huber_delta)
     sums["value_loss"] = total(errors, value_weight)
     ratio = jnp.exp(sample_ratio)
