@@ -2,12 +2,36 @@
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jax
 import pytest
 
 from b2mapo.config import TrainConfig, resolve
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _free_compiled_programs() -> Iterator[None]:
+    """Free each module's compiled programs when it ends.
+
+    A trainer and its jitted methods form a reference cycle that only a full collection frees,
+    and every loaded XLA CPU executable holds a few memory maps: left to themselves, a whole
+    suite's programs pass the kernel's 65,530-map limit and XLA segfaults while compiling.
+    """
+    yield
+    jax.clear_caches()
+    gc.collect()
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage() -> Iterator[None]:
+    """Collect finished tests' trainers (and their executables) before the next test compiles."""
+    yield
+    gc.collect()
+
 
 # Sizes small enough to compile and run a whole training run in seconds.
 TINY: dict[str, Any] = {
