@@ -86,7 +86,7 @@ def parse_override(item: str) -> tuple[str, Any]:
 def prepare(cfg_values: dict[str, Any]) -> tuple[Timed, dict[str, Any], list[Any]]:
     """Build, compile and warm up one algorithm's chunk; a timer (which carries the state
     forward and keeps each call's metrics in the returned list) and a record."""
-    cfg = resolve(cfg_values)
+    cfg = resolve({**cfg_values, "time_updates": True})  # the update_seconds metrics
     trainer = Trainer(cfg)
     state = jax.block_until_ready(trainer.init())
     compiled, compile_s = compile_timed(trainer.chunk, state)

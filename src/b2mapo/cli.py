@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import platform
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
+
+# XLA logs an error-level false alarm for every executable read back from the compilation
+# cache (tuning flags such as +prefer-no-gather "not supported on the host"): keep the CLI
+# quiet unless the user asks for XLA's logs. Must be set before jaxlib logs anything.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import tyro
 from rich.console import Console
@@ -138,6 +146,30 @@ def _envs(args: list[str], console: Console) -> None:
 COMMANDS = {"train": _train, "eval": _eval, "plot": _plot, "curves": _curves, "envs": _envs}
 
 
+def _cpu_identity() -> str:
+    """A short name for this machine's CPU model and features (Linux: /proc/cpuinfo)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    text = cpuinfo.read_text() if cpuinfo.is_file() else platform.processor()
+    lines = sorted({line for line in text.splitlines() if line.startswith(("model name", "flags"))})
+    digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()[:12]
+    return f"{platform.machine()}-{digest}"
+
+
+def _use_compilation_cache() -> None:
+    """Keep compiled programs between runs (JAX's persistent cache), so that a rerun of a
+    config skips compilation; ``JAX_COMPILATION_CACHE_DIR`` chooses another directory.
+
+    The default directory is per CPU kind: a home directory shared by different machines
+    must not hand one CPU's machine code to another (XLA warns such code may SIGILL).
+    """
+    import jax
+
+    if not jax.config.jax_compilation_cache_dir:
+        cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        cache_dir = cache_home / "b2mapo" / "jax" / _cpu_identity()
+        jax.config.update("jax_compilation_cache_dir", str(cache_dir))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``b2mapo`` console script."""
     argv = sys.argv[1:] if argv is None else argv
@@ -152,6 +184,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         sys.exit(2)
     console = Console()
+    _use_compilation_cache()
     try:
         COMMANDS[command](rest, console)
     except ConfigError as error:

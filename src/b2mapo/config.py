@@ -117,6 +117,9 @@ class TrainConfig:
     """Episode time limit; 0 keeps the environment's default."""
     updates_per_chunk: int = 10
     """Updates per compiled chunk; logging, evaluation and checkpoints happen between chunks."""
+    time_updates: bool = False
+    """Read the host clock around each round's update phase (metric update_seconds). Off by
+    default: a program that calls back to the host is not kept in JAX's compilation cache."""
     eval_every: int = 20
     """Evaluate every this many updates (rounded up to whole chunks); 0 turns evaluation off."""
     eval_episodes: int = 32

@@ -369,7 +369,7 @@ def _panels(learned: bool) -> list[tuple[str, list[tuple[str, str, str]]]]:
             ],
         ),
         (
-            "update time (s)",
+            "update time (s), logged with --time-updates",
             [
                 ("train", "update_seconds", "whole update"),
                 ("train", "joint_update_seconds", "π's update"),

@@ -230,9 +230,10 @@ def train(cfg: TrainConfig, console: Console | None = None) -> Summary:
                 f"win {np.asarray(metrics['win_rate'])[:, -1].mean():.2f} "
                 f"ret {np.asarray(metrics['episode_return'])[:, -1].mean():.2f} "
                 f"{updates_per_chunk * cfg.steps_per_update * cfg.seeds / seconds / 1e3:.1f}k sps "
-                f"K {np.asarray(metrics[k_key])[:, -1].mean():.1f} "
-                f"upd {np.asarray(metrics['update_seconds'])[:, -1].mean():.2f}s"
+                f"K {np.asarray(metrics[k_key])[:, -1].mean():.1f}"
             )
+            if "update_seconds" in metrics:
+                status += f" upd {np.asarray(metrics['update_seconds'])[:, -1].mean():.2f}s"
             if eval_chunks and (chunk_index % eval_chunks == 0 or done_updates >= total_updates):
                 greedy, sampled = evaluate(trainer, state)
                 log.write(_eval_records(done_updates, cfg, greedy, sampled))

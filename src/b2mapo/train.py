@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +39,7 @@ def _host_clock(*dependencies: jax.Array) -> jax.Array:
 
 
 _CLOCK_ORIGIN = time.perf_counter()
+_T = TypeVar("_T")
 
 
 class RunnerState(NamedTuple):
@@ -109,10 +111,29 @@ class Trainer:
                 )
             except ValueError as error:
                 raise ConfigError(f"{error} (env {cfg.env})") from None
-        self.chunk = jax.jit(jax.vmap(self._chunk_one))
+        self.chunk = jax.jit(self._over_seeds(self._chunk_one, (0,)))
         self.evaluate = jax.jit(
-            jax.vmap(self._evaluate_one, in_axes=(0, 0, None, None)), static_argnums=(2, 3)
+            self._over_seeds(self._evaluate_one, (0, 0, None, None)), static_argnums=(2, 3)
         )
+
+    def _over_seeds(self, fn: Callable[..., Any], in_axes: tuple[int | None, ...]) -> Callable:
+        """``fn`` mapped over the leading seed axis of the arguments marked 0 in ``in_axes``.
+
+        With one seed the axis is dropped and restored around a plain call instead: the same
+        program, but without ``vmap``, whose batching of nested loops makes tracing a
+        B2MAPO chunk three times slower.
+        """
+        if self.cfg.seeds > 1:
+            return jax.vmap(fn, in_axes=in_axes)
+
+        def one_seed(*args: Any) -> Any:
+            args = tuple(
+                arg if axis is None else jax.tree.map(lambda x: x[0], arg)
+                for arg, axis in zip(args, in_axes, strict=True)
+            )
+            return jax.tree.map(lambda x: x[None], fn(*args))
+
+        return one_seed
 
     def seed_keys(self, offset: int = 0) -> jax.Array:
         """One PRNG key per seed: seed i of the run uses ``cfg.seed + i``."""
@@ -121,7 +142,7 @@ class Trainer:
 
     def init(self) -> RunnerState:
         """Fresh runner states for every seed (leading seed axis)."""
-        return jax.jit(jax.vmap(self._init_one))(self.seed_keys())
+        return jax.jit(self._over_seeds(self._init_one, (0,)))(self.seed_keys())
 
     def _init_one(self, key: jax.Array) -> RunnerState:
         param_key, env_key, upper_key, derived_key, key = jax.random.split(key, 5)
@@ -145,6 +166,13 @@ class Trainer:
             None if state.derived is None else state.derived.learner.params,
         )
 
+    def _start_clock(self, dependency: jax.Array, update_input: _T) -> tuple[jax.Array | None, _T]:
+        """With ``time_updates``, the host clock once ``dependency`` exists, and ``update_input``
+        behind a barrier so that the update cannot start before the clock is read."""
+        if not self.cfg.time_updates:
+            return None, update_input
+        return jax.lax.optimization_barrier((_host_clock(dependency), update_input))
+
     def _round(self, state: RunnerState, _: None) -> tuple[RunnerState, dict[str, jax.Array]]:
         """One training round: collect a rollout, then update on it."""
         if self.learned:
@@ -161,14 +189,14 @@ class Trainer:
             self.cfg.rollout_len,
             batch_index,
         )
-        # Time the update phase: the barrier keeps the update from starting before the clock.
-        update_start = _host_clock(trajectory.transitions.reward)
-        update_start, trajectory = jax.lax.optimization_barrier((update_start, trajectory))
+        update_start, trajectory = self._start_clock(trajectory.transitions.reward, trajectory)
         learner, metrics = batch_sequential_update(
             state.learner, trajectory, update_key, self.networks, self.partitioner, self.cfg
         )
-        update_end = _host_clock(jax.tree.leaves(learner.params)[0], metrics["policy_loss"])
-        metrics |= _episode_metrics(episodes) | {"update_seconds": update_end - update_start}
+        if update_start is not None:
+            update_end = _host_clock(jax.tree.leaves(learner.params)[0], metrics["policy_loss"])
+            metrics["update_seconds"] = update_end - update_start
+        metrics |= _episode_metrics(episodes)
         return state._replace(learner=learner, loop=loop, key=key, update=state.update + 1), metrics
 
     def _round_learned(self, state: RunnerState) -> tuple[RunnerState, dict[str, jax.Array]]:
@@ -176,18 +204,19 @@ class Trainer:
         ``update_learned``."""
         key, rollout_key, update_key = jax.random.split(state.key, 3)
         collected = self.collect_learned(state, rollout_key)
-        update_start = _host_clock(collected.trajectory.transitions.reward)
-        update_start, collected = jax.lax.optimization_barrier((update_start, collected))
-        state, metrics = self.update_learned(state, collected, update_key)
-        update_end = _host_clock(
-            jax.tree.leaves(state.derived.learner.params)[0],
-            jax.tree.leaves(state.upper.params)[0],
-            metrics["joint_update_end"],
+        update_start, collected = self._start_clock(
+            collected.trajectory.transitions.reward, collected
         )
-        metrics |= _episode_metrics(collected.episodes) | {
-            "joint_update_seconds": metrics.pop("joint_update_end") - update_start,
-            "update_seconds": update_end - update_start,
-        }
+        state, metrics = self.update_learned(state, collected, update_key)
+        if update_start is not None:
+            update_end = _host_clock(
+                jax.tree.leaves(state.derived.learner.params)[0],
+                jax.tree.leaves(state.upper.params)[0],
+                metrics["joint_update_end"],
+            )
+            metrics["joint_update_seconds"] = metrics.pop("joint_update_end") - update_start
+            metrics["update_seconds"] = update_end - update_start
+        metrics |= _episode_metrics(collected.episodes)
         return state._replace(key=key, update=state.update + 1), metrics
 
     def collect_learned(self, state: RunnerState, key: jax.Array) -> LearnedRollout:
@@ -258,9 +287,10 @@ class Trainer:
         learner, metrics = batch_sequential_update(
             state.learner, trajectory, update_key, self.networks, self.partitioner, cfg
         )
-        metrics["joint_update_end"] = _host_clock(
-            jax.tree.leaves(learner.params)[0], metrics["policy_loss"]
-        )
+        if cfg.time_updates:
+            metrics["joint_update_end"] = _host_clock(
+                jax.tree.leaves(learner.params)[0], metrics["policy_loss"]
+            )
         last = collected.loop.timestep
         last_value = self.upper.value(
             state.upper.params, collected.upper_carry, last.obs, last.state

@@ -45,7 +45,7 @@ class SMAXEnv(JaxMARLAdapter):
         # jaxmarl's SMAX ends an episode on the step after ``max_steps`` steps.
         limit_kwargs = {} if episode_limit is None else {"max_steps": episode_limit - 1}
         env = HeuristicEnemySMAX(scenario=map_name_to_scenario(map_name), **limit_kwargs, **kwargs)
-        obs, _ = env.reset(jax.random.PRNGKey(0))
+        obs, _ = jax.eval_shape(env.reset, jax.random.PRNGKey(0))  # shapes only, no compile
         super().__init__(
             env,
             name=f"smax:{map_name}",
