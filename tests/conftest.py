@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import gc
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +14,14 @@ import jax
 import pytest
 
 from b2mapo.config import TrainConfig, resolve
+from b2mapo.runner import train
+
+# Tests that build the same trainer (the tiny sizes below, the same algorithm) share its
+# compiled programs through a JAX compilation cache of this session alone. Set before any
+# compilation: JAX decides once, at its first compile, whether a cache is in use.
+_XLA_CACHE = tempfile.mkdtemp(prefix="b2mapo-tests-xla-")
+atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
+jax.config.update("jax_compilation_cache_dir", _XLA_CACHE)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -59,3 +70,11 @@ def tiny_config(tmp_path: Path):
         return resolve(values)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def b2mapo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny trained B2MAPO run (periods of 4 steps), trained once for the whole session."""
+    run_dir = tmp_path_factory.mktemp("b2mapo") / "run"
+    train(resolve({**TINY, "algo": "b2mapo", "dag_period": 4, "out": str(run_dir)}))
+    return run_dir

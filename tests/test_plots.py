@@ -16,19 +16,8 @@ from matplotlib.image import imread
 
 from b2mapo import checkpoint, plots
 from b2mapo.cli import main
-from b2mapo.config import ConfigError, resolve
+from b2mapo.config import ConfigError
 from b2mapo.dag import DagAction, candidate_pairs, edges, layering
-from b2mapo.runner import train
-from tests.conftest import TINY
-
-
-@pytest.fixture(scope="module")
-def b2mapo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny trained B2MAPO run (the ``tiny_config`` sizes; module-scoped to train once)."""
-    run_dir = tmp_path_factory.mktemp("b2mapo") / "run"
-    cfg = resolve({**TINY, "algo": "b2mapo", "dag_period": 4, "out": str(run_dir)})
-    train(cfg)
-    return run_dir
 
 
 def assert_png(path: Path) -> None:
