@@ -57,6 +57,7 @@ TINY: dict[str, Any] = {
     "total_steps": 4 * 8 * 4,
     "eval_every": 2,
     "eval_episodes": 2,
+    "final_eval_episodes": 2,
     "episode_limit": 20,
 }
 

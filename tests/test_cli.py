@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +34,8 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         ),
         (["train", "--gamma", "1.5"], ["gamma=1.5", "[0, 1]"]),
         (["frobnicate"], ["frobnicate", "train"]),
+        (["train", "--out", "/proc/forbidden/run"], ["/proc/forbidden/run"]),
+        (["curves", "/proc/no/run"], ["/proc/no/run"]),
     ],
 )
 def test_bad_input_is_a_clear_error(args: list[str], expected: list[str], tmp_path: Path) -> None:
@@ -52,12 +56,61 @@ def test_eval_of_a_directory_without_a_run(tmp_path: Path) -> None:
     assert "not a run directory" in result.stderr
 
 
-def test_envs_lists_the_registry(tmp_path: Path) -> None:
-    """``b2mapo envs`` lists the default map, the custom scenarios and MPE."""
+def test_envs_lists_the_registry_quietly(tmp_path: Path) -> None:
+    """``b2mapo envs`` lists the default map, the custom scenarios and MPE, and nothing
+    else: no third-party banner or log line."""
     result = run_cli("envs", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     for name in ("smax:3m", "smax:8m_vs_9m", "smax:6z_vs_24zg", "mpe:simple_spread"):
         assert name in result.stdout
+    assert result.stderr == ""
+    assert all(
+        line.startswith(("smax:", "mpe:", "probe:", " ")) for line in result.stdout.splitlines()
+    )
+
+
+TINY_TRAIN = [
+    "train",
+    "--num-envs",
+    "4",
+    "--rollout-len",
+    "8",
+    "--recurrent-chunk",
+    "4",
+    "--hidden-size",
+    "8",
+    "--updates-per-chunk",
+    "2",
+    "--total-steps",
+    "64",
+    "--eval-every",
+    "0",
+    "--final-eval-episodes",
+    "2",
+    "--episode-limit",
+    "20",
+]
+
+
+def test_a_rerun_compiles_from_the_cache(tmp_path: Path) -> None:
+    """A second run of the same config, in a fresh process, reads its compiled programs from
+    the persistent cache: its compile time is far below the first run's."""
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    seconds = []
+    for run in ("first", "second"):
+        result = subprocess.run(
+            [sys.executable, "-m", "b2mapo", *TINY_TRAIN, "--out", run],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=env,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr
+        summary = json.loads((tmp_path / run / "summary.json").read_text())
+        seconds.append(summary["compile_seconds"])
+    assert seconds[1] < 0.5 * seconds[0], seconds
 
 
 def test_resolve_rejects_unknown_fields() -> None:

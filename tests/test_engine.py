@@ -111,7 +111,7 @@ def leaves_per_agent(tree, n: int) -> list[np.ndarray]:
     return [np.asarray(x).reshape(n, -1) for x in jax.tree.leaves(tree) if np.ndim(x) >= 1]
 
 
-@pytest.mark.parametrize("stage", [0, 1])
+@pytest.mark.parametrize("stage", [0, pytest.param(1, marks=pytest.mark.slow)])
 def test_only_the_stage_agents_change(tiny_config, stage: int) -> None:
     """With independent parameters, stage k changes exactly the parameters of batch k, and
     every other agent keeps bit-identical parameters and optimiser state (own Adam moments
@@ -138,7 +138,7 @@ def test_only_the_stage_agents_change(tiny_config, stage: int) -> None:
         assert np.all(np.abs(now[in_stage] - old[in_stage]).max(axis=1) > 0)
 
 
-@pytest.mark.parametrize("share_params", [True, False])
+@pytest.mark.parametrize("share_params", [pytest.param(True, marks=pytest.mark.slow), False])
 def test_stage_without_samples_changes_nothing(tiny_config, share_params: bool) -> None:
     """A stage (or minibatch) that holds no sample takes no optimiser step: parameters,
     Adam state and value normaliser stay bit-identical."""
@@ -173,8 +173,8 @@ def random_batch_index(key, trajectory, n: int, chunk: int, num_batches: int) ->
     ("algo", "share_params", "varying"),
     [
         ("a2po", True, False),
-        ("happo", False, False),
-        ("b2mapo-fixed", True, False),
+        pytest.param("happo", False, False, marks=pytest.mark.slow),
+        pytest.param("b2mapo-fixed", True, False, marks=pytest.mark.slow),
         ("b2mapo-fixed", True, True),
         ("b2mapo-fixed", False, True),
     ],
@@ -278,7 +278,7 @@ def test_stage_loop_stops_at_the_largest_k_under_the_seed_vmap(tiny_config, monk
     assert sorted(executed) == [0] * seeds  # one stage per seed; n = 3 slots would be 3
 
 
-@pytest.mark.parametrize("algo", ["mappo", "b2mapo-fixed"])
+@pytest.mark.parametrize("algo", [pytest.param("mappo", marks=pytest.mark.slow), "b2mapo-fixed"])
 def test_units_replay_reproduces_rollout_log_probs(tiny_config, algo: str) -> None:
     """Replaying the rollout as training units (each chunk from its stored GRU state, with
     the earlier batches' actions as input when conditioned) gives back the behaviour

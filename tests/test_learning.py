@@ -19,7 +19,7 @@ LEARNING = {
     "hidden_size": 64,
     "updates_per_chunk": 10,
     "eval_every": 0,
-    "eval_episodes": 128,
+    "final_eval_episodes": 128,
     "episode_limit": 0,
 }
 

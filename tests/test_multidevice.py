@@ -37,7 +37,7 @@ def run(out: Path, device_count: int, algo: str) -> dict[str, np.ndarray]:
     return dict(np.load(out))
 
 
-@pytest.mark.parametrize("algo", ["mappo", "b2mapo"])
+@pytest.mark.parametrize("algo", ["mappo", pytest.param("b2mapo", marks=pytest.mark.slow)])
 def test_two_devices_match_one(tmp_path: Path, algo: str) -> None:
     """Two seeds on two (forced CPU) devices give the parameters two seeds give on one
     (for B2MAPO also the DAG generator's and π_ind's)."""

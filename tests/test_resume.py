@@ -25,7 +25,7 @@ class Killed(Exception):
     """Stands in for the process being killed right after a checkpoint is written."""
 
 
-@pytest.mark.parametrize("algo", ["mappo", "b2mapo"])
+@pytest.mark.parametrize("algo", [pytest.param("mappo", marks=pytest.mark.slow), "b2mapo"])
 def test_killed_run_resumes_to_the_same_state(tiny_config, tmp_path, monkeypatch, algo) -> None:
     """Kill after the first checkpoint, rerun the same command: same result as no kill
     (for B2MAPO including the DAG generator and π_ind)."""

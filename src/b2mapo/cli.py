@@ -38,7 +38,7 @@ class EvalArgs:
     run_dir: Annotated[Path, tyro.conf.Positional]
     """A directory written by ``b2mapo train``."""
     episodes: int | None = None
-    """Episodes per evaluation; default: the run's ``eval_episodes``."""
+    """Episodes per seed; default: the run's ``final_eval_episodes``."""
 
 
 @dataclass(frozen=True)
@@ -139,7 +139,8 @@ def _envs(args: list[str], console: Console) -> None:
         console.print(
             f"{name:24s} agents {spec.num_agents:3d}  obs {spec.obs_dim:4d}  "
             f"state {spec.state_dim:4d}  actions {spec.num_actions:3d}  "
-            f"episode limit {spec.episode_limit}"
+            f"episode limit {spec.episode_limit}",
+            soft_wrap=True,  # one line per environment, also when piped
         )
 
 
@@ -187,6 +188,6 @@ def main(argv: list[str] | None = None) -> None:
     _use_compilation_cache()
     try:
         COMMANDS[command](rest, console)
-    except ConfigError as error:
+    except (ConfigError, OSError) as error:  # OSError: a path that cannot be read or written
         print(f"b2mapo {command}: error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -18,7 +19,7 @@ from rich.table import Table
 
 from b2mapo import checkpoint
 from b2mapo.checkpoint import atomic_write
-from b2mapo.config import TrainConfig
+from b2mapo.config import ConfigError, TrainConfig
 from b2mapo.train import RunnerState, Trainer
 
 METRICS_FILE = "metrics.jsonl"
@@ -78,6 +79,7 @@ class Summary:
     env_steps: int
     eval_greedy: dict[str, np.ndarray]
     eval_sampled: dict[str, np.ndarray]
+    episodes_per_seed: int
     compile_seconds: float = 0.0
     train_seconds: float = 0.0
     steady_steps_per_second: float = float("nan")
@@ -89,6 +91,7 @@ class Summary:
             "env_steps": self.env_steps,
             "eval_greedy": {k: v.tolist() for k, v in self.eval_greedy.items()},
             "eval_sampled": {k: v.tolist() for k, v in self.eval_sampled.items()},
+            "episodes_per_seed": self.episodes_per_seed,
             "compile_seconds": self.compile_seconds,
             "train_seconds": self.train_seconds,
             "steady_steps_per_second": self.steady_steps_per_second,
@@ -104,8 +107,11 @@ def shard_over_seeds(state: Any, num_seeds: int) -> Any:
     return jax.device_put(state, sharding)
 
 
-def _records(metrics: dict[str, jax.Array], first_update: int, cfg: TrainConfig) -> list[dict]:
-    """Per-update, per-seed training records from a chunk's metrics ``[seeds, updates]``."""
+def _records(
+    metrics: dict[str, jax.Array], first_update: int, cfg: TrainConfig, wall_time: float
+) -> list[dict]:
+    """Per-update, per-seed training records from a chunk's metrics ``[seeds, updates]``;
+    ``wall_time`` (seconds since the run, or its resumption, started) is the chunk's end."""
     host = {k: np.asarray(v) for k, v in metrics.items()}
     seeds, updates = next(iter(host.values())).shape
     return [
@@ -113,6 +119,7 @@ def _records(metrics: dict[str, jax.Array], first_update: int, cfg: TrainConfig)
             "kind": "train",
             "update": first_update + u + 1,
             "env_steps": (first_update + u + 1) * cfg.steps_per_update,
+            "wall_time": wall_time,
             "seed": cfg.seed + s,
             **{k: float(v[s, u]) for k, v in host.items()},
         }
@@ -153,12 +160,15 @@ def evaluate(trainer: Trainer, state: RunnerState, joint: bool = True) -> tuple[
     return results[0], results[1]
 
 
-def _eval_records(update: int, cfg: TrainConfig, greedy: dict, sampled: dict) -> list[dict]:
+def _eval_records(
+    update: int, cfg: TrainConfig, greedy: dict, sampled: dict, wall_time: float
+) -> list[dict]:
     return [
         {
             "kind": "eval",
             "update": update,
             "env_steps": update * cfg.steps_per_update,
+            "wall_time": wall_time,
             "seed": cfg.seed + s,
             **{f"greedy_{k}": float(v[s]) for k, v in greedy.items()},
             **{f"sampled_{k}": float(v[s]) for k, v in sampled.items()},
@@ -167,10 +177,24 @@ def _eval_records(update: int, cfg: TrainConfig, greedy: dict, sampled: dict) ->
     ]
 
 
+def _check_writable(run_dir: Path) -> None:
+    """Fail before compiling if the run directory cannot be created or written."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise ConfigError(f"cannot write the run directory {run_dir}: {reason}") from None
+
+
 def train(cfg: TrainConfig, console: Console | None = None) -> Summary:
     """Train (or resume) the run ``cfg`` describes; returns its final evaluation."""
     console = console or Console()
+    run_started = time.perf_counter()
     run_dir = Path(cfg.run_dir)
+    _check_writable(run_dir)
     trainer = Trainer(cfg)
     state = trainer.init()
 
@@ -221,7 +245,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> Summary:
                 steady_seconds += seconds
                 steady_updates += updates_per_chunk
             _check_finite(metrics, done_updates, last_good)
-            log.write(_records(metrics, done_updates, cfg))
+            log.write(_records(metrics, done_updates, cfg, time.perf_counter() - run_started))
             done_updates += updates_per_chunk
             chunk_index += 1
 
@@ -236,14 +260,16 @@ def train(cfg: TrainConfig, console: Console | None = None) -> Summary:
                 status += f" upd {np.asarray(metrics['update_seconds'])[:, -1].mean():.2f}s"
             if eval_chunks and (chunk_index % eval_chunks == 0 or done_updates >= total_updates):
                 greedy, sampled = evaluate(trainer, state)
-                log.write(_eval_records(done_updates, cfg, greedy, sampled))
+                wall_time = time.perf_counter() - run_started
+                log.write(_eval_records(done_updates, cfg, greedy, sampled, wall_time))
                 status += f" eval {greedy['win_rate'].mean():.2f}"
                 if "joint_win_rate" in greedy:  # B2MAPO: π_ind, then π
                     status += f"/{greedy['joint_win_rate'].mean():.2f}"
             last_good = str(checkpoint.save(run_dir, done_updates, state))
             progress.update(task, completed=done_updates * cfg.steps_per_update, status=status)
 
-    greedy, sampled = evaluate(trainer, state)
+    final = Trainer(dataclasses.replace(cfg, eval_episodes=cfg.final_eval_episodes))
+    greedy, sampled = evaluate(final, state)
     steady = (
         steady_updates * cfg.steps_per_update * cfg.seeds / steady_seconds
         if steady_seconds
@@ -255,6 +281,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> Summary:
         env_steps=done_updates * cfg.steps_per_update,
         eval_greedy=greedy,
         eval_sampled=sampled,
+        episodes_per_seed=cfg.final_eval_episodes,
         compile_seconds=compile_seconds,
         train_seconds=train_seconds,
         steady_steps_per_second=steady,
@@ -263,14 +290,39 @@ def train(cfg: TrainConfig, console: Console | None = None) -> Summary:
     return summary
 
 
+def wilson_interval(wins: float, episodes: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval (95% for z = 1.96) of a win rate from ``episodes`` episodes:
+    unlike mean ± 1.96 standard errors it stays inside [0, 1] and is right near 0 and 1."""
+    if episodes < 1:
+        raise ValueError(f"episodes={episodes} must be at least 1")
+    rate = wins / episodes
+    centre = (rate + z**2 / (2 * episodes)) / (1 + z**2 / episodes)
+    half = z * math.sqrt(rate * (1 - rate) / episodes + z**2 / (4 * episodes**2))
+    half /= 1 + z**2 / episodes
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def format_result(key: str, values: np.ndarray, episodes_per_seed: int) -> str:
+    """A final evaluation value: the spread over seeds only for several seeds, and for win
+    rates the 95% Wilson interval of all seeds' episodes pooled."""
+    text = f"{values.mean():.3f}"
+    if values.size > 1:
+        text += f" ± {values.std():.3f} over {values.size} seeds"
+    if key.endswith("win_rate"):
+        episodes = episodes_per_seed * values.size
+        low, high = wilson_interval(float(values.sum()) * episodes_per_seed, episodes)
+        text += f" (95% CI {low:.3f}-{high:.3f}, {episodes} episodes)"
+    return text
+
+
 def summary_table(summary: Summary, title: str) -> Table:
-    """A small table of the final evaluation (mean ± std over seeds) and run facts."""
+    """A small table of the final evaluation and run facts."""
     table = Table(title=title, show_header=False)
     for name, result in (("greedy", summary.eval_greedy), ("sampled", summary.eval_sampled)):
         for key in ("win_rate", "episode_return", "joint_win_rate", "joint_episode_return"):
             if key in result:
-                values = result[key]
-                table.add_row(f"eval {name} {key}", f"{values.mean():.3f} ± {values.std():.3f}")
+                text = format_result(key, result[key], summary.episodes_per_seed)
+                table.add_row(f"eval {name} {key}", text)
     table.add_row("updates / env steps per seed", f"{summary.updates:,} / {summary.env_steps:,}")
     if summary.train_seconds:
         table.add_row("compile time", f"{summary.compile_seconds:.1f} s")
@@ -284,12 +336,13 @@ def evaluate_run(run_dir: Path, episodes: int | None = None) -> Summary:
     """Evaluate the newest checkpoint of a run directory with its saved config: the policy
     that executes (for B2MAPO π_ind alone, decentralised)."""
     cfg = checkpoint.load_config(run_dir)
-    if episodes is not None:
-        cfg = TrainConfig(**{**cfg.to_dict(), "eval_episodes": episodes}).validate()
+    episodes = cfg.final_eval_episodes if episodes is None else episodes
+    cfg = TrainConfig(**{**cfg.to_dict(), "eval_episodes": episodes}).validate()
     trainer = Trainer(cfg)
     restored = checkpoint.restore_latest(run_dir, trainer.init())
     if restored is None:
         raise checkpoint.ConfigError(f"{run_dir} has no checkpoint to evaluate")
     update, state = restored
     greedy, sampled = evaluate(trainer, state, joint=False)
-    return Summary(run_dir, update, update * cfg.steps_per_update, greedy, sampled)
+    steps = update * cfg.steps_per_update
+    return Summary(run_dir, update, steps, greedy, sampled, cfg.eval_episodes)

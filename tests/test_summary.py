@@ -1,0 +1,50 @@
+"""The final evaluation's numbers: Wilson intervals from the episode count, and a summary
+that shows a spread over seeds only when there are several seeds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from b2mapo.runner import format_result, wilson_interval
+
+
+@pytest.mark.parametrize(
+    ("wins", "episodes", "low", "high"),
+    [
+        (8, 10, 0.4902, 0.9433),
+        (0, 10, 0.0, 0.2775),
+        (10, 10, 0.7225, 1.0),
+        (50, 100, 0.4038, 0.5962),
+    ],
+)
+def test_wilson_interval_matches_its_closed_form(
+    wins: int, episodes: int, low: float, high: float
+) -> None:
+    """Published 95% Wilson intervals (e.g. 8 of 10: 0.490-0.943), inside [0, 1] at the ends."""
+    got = wilson_interval(wins, episodes)
+    np.testing.assert_allclose(got, (low, high), atol=1e-4)
+
+
+def test_default_final_evaluation_is_within_five_points() -> None:
+    """400 episodes, the default final evaluation, give at most about ±0.05 at any win rate."""
+    for wins in range(0, 401, 20):
+        low, high = wilson_interval(wins, 400)
+        assert (high - low) / 2 <= 0.0505, (wins, low, high)
+
+
+def test_one_seed_shows_no_spread_and_pools_episodes_over_seeds() -> None:
+    one = format_result("win_rate", np.array([0.75]), 32)
+    assert "±" not in one and "seeds" not in one
+    assert "0.750" in one and "32 episodes" in one
+    low, high = wilson_interval(24, 32)
+    assert f"{low:.3f}-{high:.3f}" in one
+    several = format_result("win_rate", np.array([0.5, 0.75]), 32)
+    assert "± 0.125 over 2 seeds" in several and "64 episodes" in several
+    returns = format_result("episode_return", np.array([1.5]), 32)
+    assert returns == "1.500"
+
+
+def test_no_episodes_is_an_error() -> None:
+    with pytest.raises(ValueError, match="episodes=0"):
+        wilson_interval(0, 0)
