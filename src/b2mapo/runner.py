@@ -189,6 +189,13 @@ def _check_writable(run_dir: Path) -> None:
         raise ConfigError(f"cannot write the run directory {run_dir}: {reason}") from None
 
 
+def _with_episodes(trainer: Trainer, episodes: int) -> Trainer:
+    """``trainer``, or one like it whose evaluation plays ``episodes`` episodes per seed."""
+    if episodes == trainer.cfg.eval_episodes:
+        return trainer
+    return Trainer(dataclasses.replace(trainer.cfg, eval_episodes=episodes).validate())
+
+
 def train(cfg: TrainConfig, console: Console | None = None) -> Summary:
     """Train (or resume) the run ``cfg`` describes; returns its final evaluation."""
     console = console or Console()
@@ -268,8 +275,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> Summary:
             last_good = str(checkpoint.save(run_dir, done_updates, state))
             progress.update(task, completed=done_updates * cfg.steps_per_update, status=status)
 
-    final = Trainer(dataclasses.replace(cfg, eval_episodes=cfg.final_eval_episodes))
-    greedy, sampled = evaluate(final, state)
+    greedy, sampled = evaluate(_with_episodes(trainer, cfg.final_eval_episodes), state)
     steady = (
         steady_updates * cfg.steps_per_update * cfg.seeds / steady_seconds
         if steady_seconds
@@ -335,9 +341,9 @@ def summary_table(summary: Summary, title: str) -> Table:
 def evaluate_run(run_dir: Path, episodes: int | None = None) -> Summary:
     """Evaluate the newest checkpoint of a run directory with its saved config: the policy
     that executes (for B2MAPO π_ind alone, decentralised)."""
-    cfg = checkpoint.load_config(run_dir)
-    episodes = cfg.final_eval_episodes if episodes is None else episodes
-    cfg = TrainConfig(**{**cfg.to_dict(), "eval_episodes": episodes}).validate()
+    saved = checkpoint.load_config(run_dir)
+    episodes = saved.final_eval_episodes if episodes is None else episodes
+    cfg = dataclasses.replace(saved, eval_episodes=episodes).validate()
     trainer = Trainer(cfg)
     restored = checkpoint.restore_latest(run_dir, trainer.init())
     if restored is None:

@@ -111,6 +111,7 @@ class Trainer:
                 )
             except ValueError as error:
                 raise ConfigError(f"{error} (env {cfg.env})") from None
+        self._init = jax.jit(self._over_seeds(self._init_one, (0,)))
         self.chunk = jax.jit(self._over_seeds(self._chunk_one, (0,)))
         self.evaluate = jax.jit(
             self._over_seeds(self._evaluate_one, (0, 0, None, None)), static_argnums=(2, 3)
@@ -142,7 +143,7 @@ class Trainer:
 
     def init(self) -> RunnerState:
         """Fresh runner states for every seed (leading seed axis)."""
-        return jax.jit(self._over_seeds(self._init_one, (0,)))(self.seed_keys())
+        return self._init(self.seed_keys())
 
     def _init_one(self, key: jax.Array) -> RunnerState:
         param_key, env_key, upper_key, derived_key, key = jax.random.split(key, 5)
