@@ -4,6 +4,7 @@ training acts on (edges from earlier to later batches, the layering of ``b2mapo.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -114,6 +115,26 @@ def test_training_figure(b2mapo_run: Path) -> None:
     assert k is not None
     np.testing.assert_allclose(k.mean, [r["dag_num_batches"] for r in records])
     assert plots.curve(records, "greedy_joint_win_rate") is None  # an eval key
+
+
+def test_curves_of_two_runs_share_one_figure(b2mapo_run: Path, tmp_path: Path) -> None:
+    """Two run directories: every panel the runs logged draws both, by run name, and the
+    CLI writes the figure against wall time."""
+    other = tmp_path / "other"
+    shutil.copytree(b2mapo_run, other)
+    figure = plots.training_figure([b2mapo_run, other], x="wall_time")
+    win_rate = figure.axes[0]
+    labels = [line.get_label() for line in win_rate.get_lines()]
+    assert f"{b2mapo_run.name}: eval π_ind, greedy" in labels
+    assert "other: eval π_ind, greedy" in labels
+    assert win_rate.get_xlabel() == "wall time (s)"
+    colours = {line.get_color() for line in win_rate.get_lines()}
+    assert len(colours) == 2  # one per run
+    out = tmp_path / "c.png"
+    main(["curves", str(b2mapo_run), str(other), "--x", "wall_time", "--out", str(out)])
+    assert_png(out)
+    with pytest.raises(ConfigError, match="unknown x axis 'time'"):
+        plots.training_figure([b2mapo_run], x="time")
 
 
 def test_curve_is_mean_and_range_over_seeds() -> None:

@@ -9,7 +9,7 @@ import platform
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 # XLA logs an error-level false alarm for every executable read back from the compilation
 # cache (tuning flags such as +prefer-no-gather "not supported on the host"): keep the CLI
@@ -26,7 +26,7 @@ USAGE = """usage: b2mapo {train,eval,plot,curves,envs} [options]
   train   train an algorithm on an environment (b2mapo train --help lists every option)
   eval    evaluate the newest checkpoint of a run directory
   plot    draw a B2MAPO checkpoint's dependency matrix G, DAG and batches as a PNG
-  curves  draw a run's training curves (win rate, K, update time, losses) as a PNG
+  curves  draw training curves of one or several runs (win rate, K, losses) as a PNG
   envs    list the registered environments
 """
 
@@ -64,12 +64,15 @@ class PlotArgs:
 
 @dataclass(frozen=True)
 class CurvesArgs:
-    """Draw a run's training curves: win rates, returns, K, update time and losses."""
+    """Draw training curves (win rates, returns, K, update time, losses) of one run, or of
+    several overlaid (one colour per run)."""
 
-    run_dir: Annotated[Path, tyro.conf.Positional]
-    """A directory written by ``b2mapo train``."""
+    run_dirs: Annotated[tuple[Path, ...], tyro.conf.Positional]
+    """Directories written by ``b2mapo train``."""
     out: Path | None = None
-    """Output PNG; default: ``RUN_DIR/training.png``."""
+    """Output PNG; default: ``RUN_DIR/training.png`` for one run, ``curves.png`` for several."""
+    x: Literal["env_steps", "wall_time"] = "env_steps"
+    """The x axis: env steps per seed, or wall time since the run started."""
 
 
 def _preset_defaults(args: list[str]) -> TrainConfig:
@@ -127,7 +130,7 @@ def _curves(args: list[str], console: Console) -> None:
     from b2mapo.plots import plot_training
 
     parsed = tyro.cli(CurvesArgs, args=args, prog="b2mapo curves")
-    console.print(f"wrote {plot_training(parsed.run_dir, parsed.out)}")
+    console.print(f"wrote {plot_training(list(parsed.run_dirs), parsed.out, parsed.x)}")
 
 
 def _envs(args: list[str], console: Console) -> None:

@@ -113,6 +113,14 @@ class TrainConfig:
     """B2MAPO: weight β of the distillation loss KL(π || π_ind) (eq. 13)."""
     distill_every: int = 1
     """B2MAPO: add the distillation loss every this many rounds."""
+    derived_epochs: int = 4
+    """B2MAPO: PPO epochs of the derived policy π_ind per round."""
+    derived_minibatches: int = 4
+    """B2MAPO: minibatches per epoch of the derived policy π_ind."""
+    dag_epochs: int = 4
+    """B2MAPO: PPO epochs of the DAG generator per round."""
+    dag_minibatches: int = 4
+    """B2MAPO: minibatches (of envs) per epoch of the DAG generator; must divide num_envs."""
     episode_limit: int = 0
     """Episode time limit; 0 keeps the environment's default."""
     updates_per_chunk: int = 10
@@ -127,6 +135,9 @@ class TrainConfig:
     final_eval_episodes: int = 400
     """Episodes per seed of the evaluation at the end of training (400: a 95% interval of
     the win rate at most about ±0.05)."""
+    wandb_project: str = ""
+    """Also log the metrics to this Weights & Biases project (needs the wandb extra; W&B's
+    own settings, e.g. WANDB_MODE=offline, apply); empty: no W&B, no network."""
     out: str = ""
     """Run directory for config, metrics and checkpoints; empty: ``runs/<env>_<algo>``."""
 
@@ -163,6 +174,10 @@ class TrainConfig:
             "final_eval_episodes",
             "dag_period",
             "distill_every",
+            "derived_epochs",
+            "derived_minibatches",
+            "dag_epochs",
+            "dag_minibatches",
             "recurrent_chunk",
         ):
             if getattr(self, name) < 1:
@@ -204,6 +219,11 @@ class TrainConfig:
                     f"recurrent_chunk={self.recurrent_chunk} must divide "
                     f"dag_period={self.dag_period}: a training chunk must not span two DAGs"
                 )
+            if self.num_envs % self.dag_minibatches:
+                raise ConfigError(
+                    f"dag_minibatches={self.dag_minibatches} must divide "
+                    f"num_envs={self.num_envs}: the generator's minibatches are sets of envs"
+                )
             if not self.condition_on_actions:
                 raise ConfigError(
                     "partition=learned trains B2MAPO's joint policy π, which acts batch by "
@@ -217,7 +237,9 @@ class TrainConfig:
 
 # Fields a resumed run may change: they do not affect training (total_steps does, via the
 # learning-rate schedule).
-RESUMABLE_CHANGES = frozenset({"eval_every", "eval_episodes", "final_eval_episodes", "out"})
+RESUMABLE_CHANGES = frozenset(
+    {"eval_every", "eval_episodes", "final_eval_episodes", "out", "wandb_project"}
+)
 
 # Allowed values of the string-valued switches.
 CHOICES: dict[str, tuple[str, ...]] = {

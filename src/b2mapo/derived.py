@@ -89,6 +89,8 @@ class EngineDerived(DerivedPolicy):
         self.engine_cfg = dataclasses.replace(
             cfg,
             partition="single",
+            epochs=cfg.derived_epochs,
+            minibatches=cfg.derived_minibatches,
             ratio="per_agent",
             advantage="gae",
             preceding_factor="none",

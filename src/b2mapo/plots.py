@@ -26,8 +26,9 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import EngFormatter
 
 from b2mapo import checkpoint
-from b2mapo.config import ConfigError
+from b2mapo.config import ConfigError, TrainConfig
 from b2mapo.dag import DagAction, candidate_pairs, edges, layering
+from b2mapo.policy import load_state
 from b2mapo.runner import METRICS_FILE
 from b2mapo.train import Policies, RunnerState, Trainer
 
@@ -86,21 +87,7 @@ def load_checkpoint(run_dir: Path, update: int | None = None) -> tuple[Trainer, 
             f"{run_dir} is a {cfg.algo} run (partition={cfg.partition}); only B2MAPO runs "
             "(partition=learned) have a DAG generator to draw"
         )
-    saved = dict(checkpoint.checkpoints(run_dir))
-    if not saved:
-        raise ConfigError(f"{run_dir} has no checkpoint to draw")
-    if update is None:
-        update = max(saved)
-    elif update not in saved:
-        kept = ", ".join(str(u) for u in sorted(saved))
-        raise ConfigError(f"{run_dir} has no checkpoint of update {update}; saved: {kept}")
-    trainer = Trainer(cfg)
-    # The state's structure is all msgpack needs: its shapes, not a (slow) real init.
-    template = jax.eval_shape(trainer.init)
-    state = checkpoint.restore(saved[update], template)
-    # Device arrays, not the numpy arrays msgpack gives: networks index parameters with traced
-    # indices, which numpy arrays refuse outside ``jit``.
-    return trainer, update, jax.tree.map(jnp.asarray, state)
+    return load_state(run_dir, update)
 
 
 def generator_at(
@@ -313,25 +300,29 @@ def _draw_batches(ax: Axes, snapshot: DagSnapshot, labels: list[str], delta: flo
 
 
 class Curve(NamedTuple):
-    """One metric against env steps: mean over seeds and the min-max band."""
+    """One metric against env steps (or wall time): mean over seeds and the min-max band."""
 
-    steps: np.ndarray
+    steps: np.ndarray  # the x values: env steps per seed, or seconds
     mean: np.ndarray
     low: np.ndarray
     high: np.ndarray
 
 
-def curve(records: list[dict[str, Any]], key: str) -> Curve | None:
-    """``key`` of ``records`` by env step, over the seeds logged at that step; None if no
-    record has it."""
-    by_step: dict[int, list[float]] = {}
+# What ``plot_training`` can put on the x axis: record key -> axis label.
+X_AXES = {"env_steps": "env steps per seed", "wall_time": "wall time (s)"}
+
+
+def curve(records: list[dict[str, Any]], key: str, x: str = "env_steps") -> Curve | None:
+    """``key`` of ``records`` by ``x`` (``env_steps`` or ``wall_time``), over the seeds logged
+    at that point; None if no record has it."""
+    by_x: dict[float, list[float]] = {}
     for record in records:
         if key in record:
-            by_step.setdefault(record["env_steps"], []).append(record[key])
-    if not by_step:
+            by_x.setdefault(record[x], []).append(record[key])
+    if not by_x:
         return None
-    steps = np.array(sorted(by_step))
-    values = [np.asarray(by_step[s]) for s in steps]
+    steps = np.array(sorted(by_x))
+    values = [np.asarray(by_x[s]) for s in steps]
     return Curve(
         steps,
         np.array([v.mean() for v in values]),
@@ -387,14 +378,9 @@ def _panels(learned: bool) -> list[tuple[str, list[tuple[str, str, str]]]]:
     ]
 
 
-def plot_training(run_dir: Path, out_png: Path | None = None) -> Path:
-    """Draw a run's training curves from its ``metrics.jsonl``; returns the PNG's path.
-
-    Each curve is the mean over seeds with a min-max band, against env steps per seed.
-    Default output: ``RUN_DIR/training.png``. ``ConfigError`` if the directory holds no run
-    or no training records yet.
-    """
-    run_dir = Path(run_dir)
+def _run_records(run_dir: Path, x: str) -> tuple[TrainConfig, dict[str, list[dict]]]:
+    """A run's config and its train and eval records; ``ConfigError`` if it has no training
+    records, or none with ``x``."""
     cfg = checkpoint.load_config(run_dir)
     path = run_dir / METRICS_FILE
     lines = path.read_text().splitlines() if path.is_file() else []
@@ -402,35 +388,75 @@ def plot_training(run_dir: Path, out_png: Path | None = None) -> Path:
     by_kind = {kind: [r for r in records if r["kind"] == kind] for kind in ("train", "eval")}
     if not by_kind["train"]:
         raise ConfigError(f"{run_dir} has no training metrics to plot (no records in {path})")
-    learned = cfg.partition == "learned"
-    panels = _panels(learned)
+    if not any(x in r for r in by_kind["train"]):
+        raise ConfigError(f"{run_dir}'s metrics have no {x} (written by an older b2mapo)")
+    return cfg, by_kind
+
+
+def plot_training(
+    run_dirs: Path | list[Path], out_png: Path | None = None, x: str = "env_steps"
+) -> Path:
+    """Write ``training_figure`` as a PNG and return its path: by default
+    ``RUN_DIR/training.png`` for one run, ``curves.png`` for several."""
+    runs = [Path(r) for r in ([run_dirs] if isinstance(run_dirs, str | Path) else run_dirs)]
+    figure = training_figure(runs, x)
+    default = Path("curves.png") if len(runs) > 1 else runs[0] / "training.png"
+    out_png = Path(out_png) if out_png else default
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out_png, dpi=110)
+    return out_png
+
+
+def training_figure(runs: list[Path], x: str = "env_steps") -> Figure:
+    """The training curves of one run, or of several overlaid, from their ``metrics.jsonl``.
+
+    Each curve is the mean over a run's seeds with a min-max band, against env steps per seed
+    or wall time (``x``). One run: one colour per curve. Several: one colour per run and one
+    line style per curve. ``ConfigError`` if a directory holds no run or no training records.
+    """
+    if x not in X_AXES:
+        raise ConfigError(f"unknown x axis {x!r}; choose one of: {', '.join(X_AXES)}")
+    if not runs:
+        raise ConfigError("no run directory to plot")
+    loaded = [_run_records(run, x) for run in runs]
+    several = len(runs) > 1
+    panels = _panels(any(cfg.partition == "learned" for cfg, _ in loaded))
     figure = Figure(figsize=(15, 8), layout="constrained")
     axes = figure.subplots(2, 3).ravel()
     for ax, (title, curves) in zip(axes, panels, strict=True):
         drawn = False
-        for colour, (kind, key, label) in enumerate(curves):
-            found = curve(by_kind[kind], key)
-            if found is None:
-                continue
-            style = "o-" if kind == "eval" else "-"
-            ax.plot(found.steps, found.mean, style, color=f"C{colour}", label=label, ms=3)
-            ax.fill_between(found.steps, found.low, found.high, color=f"C{colour}", alpha=0.2)
-            drawn = True
+        for run_index, (run, (_, by_kind)) in enumerate(zip(runs, loaded, strict=True)):
+            for curve_index, (kind, key, label) in enumerate(curves):
+                found = curve(by_kind[kind], key, x)
+                if found is None:
+                    continue
+                colour = f"C{run_index if several else curve_index}"
+                line = ("-", "--", ":")[curve_index] if several else "-"
+                ax.plot(
+                    found.steps,
+                    found.mean,
+                    line,
+                    marker="o" if kind == "eval" else None,
+                    color=colour,
+                    label=f"{run.name}: {label}" if several else label,
+                    ms=3,
+                )
+                ax.fill_between(found.steps, found.low, found.high, color=colour, alpha=0.2)
+                drawn = True
         ax.set_title(title, fontsize=10)
-        ax.set_xlabel("env steps per seed")
+        ax.set_xlabel(X_AXES[x])
         ax.xaxis.set_major_formatter(EngFormatter())
         if drawn:
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=7 if several else 8)
         else:
             ax.text(0.5, 0.5, "not logged by this run", ha="center", transform=ax.transAxes)
             ax.set_xticks([])
             ax.set_yticks([])
-    seeds = len({r["seed"] for r in by_kind["train"]})
-    figure.suptitle(
-        f"{cfg.algo} on {cfg.env}: {run_dir.name}, {seeds} seed(s), mean and min-max band",
-        fontsize=11,
-    )
-    out_png = Path(out_png) if out_png else run_dir / "training.png"
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out_png, dpi=110)
-    return out_png
+    if several:
+        title = f"{len(runs)} runs, mean over each run's seeds and min-max band"
+    else:
+        cfg, by_kind = loaded[0]
+        seeds = len({r["seed"] for r in by_kind["train"]})
+        title = f"{cfg.algo} on {cfg.env}: {runs[0].name}, {seeds} seed(s), mean and min-max band"
+    figure.suptitle(title, fontsize=11)
+    return figure

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import time
@@ -34,10 +36,14 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class MetricsLog:
-    """Append-only JSON-lines log of per-update, per-seed metrics and evaluations."""
+    """Append-only JSON-lines log of per-update, per-seed metrics and evaluations, mirrored
+    to TensorBoard when ``tensorboardX`` is installed (the ``tensorboard`` extra) and to
+    Weights & Biases when the config names a ``wandb_project`` (the ``wandb`` extra)."""
 
     path: Path
+    cfg: TrainConfig | None = None
     _tensorboard: Any = field(default=None, init=False)
+    _wandb: Any = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         try:
@@ -46,6 +52,8 @@ class MetricsLog:
             self._tensorboard = SummaryWriter(str(self.path.parent / "tensorboard"))
         except ImportError:
             self._tensorboard = None
+        if self.cfg is not None and self.cfg.wandb_project:
+            self._wandb = _start_wandb(self.cfg, self.path.parent)
 
     def keep_until(self, update: int) -> None:
         """Drop records past ``update`` (written after the checkpoint a run resumes from)."""
@@ -62,12 +70,41 @@ class MetricsLog:
         with self.path.open("a") as f:
             for record in records:
                 f.write(json.dumps(record) + "\n")
+        for record in records:
+            tag = f"{record['kind']}/seed{record['seed']}"
+            scalars = {f"{tag}/{k}": v for k, v in record.items() if isinstance(v, float)}
+            if self._tensorboard is not None:
+                for name, value in scalars.items():
+                    self._tensorboard.add_scalar(name, value, record["env_steps"])
+            if self._wandb is not None:
+                self._wandb.log(scalars, step=record["env_steps"])
+
+    def close(self) -> None:
+        """Flush and close the mirrors (the JSON-lines file is closed after every write)."""
         if self._tensorboard is not None:
-            for record in records:
-                tag = f"{record['kind']}/seed{record['seed']}"
-                for key, value in record.items():
-                    if isinstance(value, float):
-                        self._tensorboard.add_scalar(f"{tag}/{key}", value, record["env_steps"])
+            self._tensorboard.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+
+
+def _start_wandb(cfg: TrainConfig, run_dir: Path) -> Any:
+    """A Weights & Biases run for ``run_dir``, resumed when the directory is resumed (its id
+    is derived from the directory's absolute path)."""
+    try:
+        import wandb  # optional dependency
+    except ImportError:
+        raise ConfigError(
+            f"wandb_project={cfg.wandb_project!r} needs Weights & Biases: pip install -e '.[wandb]'"
+        ) from None
+    run_id = hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:16]
+    return wandb.init(
+        project=cfg.wandb_project,
+        name=run_dir.name,
+        id=run_id,
+        resume="allow",
+        config=cfg.to_dict(),
+        dir=str(run_dir),
+    )
 
 
 @dataclass
@@ -202,6 +239,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> Summary:
     run_started = time.perf_counter()
     run_dir = Path(cfg.run_dir)
     _check_writable(run_dir)
+    log = MetricsLog(run_dir / METRICS_FILE, cfg)  # before compiling: fails on a missing extra
     trainer = Trainer(cfg)
     state = trainer.init()
 
@@ -214,7 +252,6 @@ def train(cfg: TrainConfig, console: Console | None = None) -> Summary:
         last_good = str(checkpoint.checkpoints(run_dir)[-1][1])
         console.print(f"resuming {run_dir} from update {update}")
     checkpoint.save_config(run_dir, cfg)
-    log = MetricsLog(run_dir / METRICS_FILE)
     log.keep_until(int(np.asarray(state.update).max()))
 
     state = shard_over_seeds(state, cfg.seeds)
@@ -234,7 +271,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> Summary:
         TextColumn("{task.fields[status]}"),
         console=console,
     )
-    with progress:
+    with progress, contextlib.closing(log):
         task = progress.add_task(
             cfg.env,
             total=total_updates * cfg.steps_per_update,

@@ -366,14 +366,22 @@ class Trainer:
             dag_key, action_key = jax.random.split(key)
             if self.learned:
                 upper_carry = upper_carry._replace(reset=upper_carry.reset | first)
-                stepped, _, _, sampled = self.upper.act(
-                    policies.upper, upper_carry, ts.obs, ts.state, dag_key, greedy
+
+                def new_dag(upper_carry: UpperCarry, _: jax.Array) -> tuple:
+                    stepped, _, _, sampled = self.upper.act(
+                        policies.upper, upper_carry, ts.obs, ts.state, dag_key, greedy
+                    )
+                    return stepped, sampled
+
+                # The step index is the same for every seed, so under the seed vmap this stays
+                # a branch: the generator runs at period boundaries only.
+                upper_carry, batch_index = jax.lax.cond(
+                    step % self.cfg.dag_period == 0,
+                    new_dag,
+                    lambda upper_carry, batch_index: (upper_carry, batch_index),
+                    upper_carry,
+                    batch_index,
                 )
-                boundary = step % self.cfg.dag_period == 0
-                upper_carry = jax.tree.map(
-                    lambda new, old: jnp.where(boundary, new, old), stepped, upper_carry
-                )
-                batch_index = jnp.where(boundary, sampled, batch_index)
             actor_carry, action, _ = self.networks.policy_step(
                 policies.joint["actor"],
                 actor_carry,

@@ -133,7 +133,7 @@ class UpperLayer:
         self.cfg = cfg
         self.delta = dependency_threshold(cfg.dag_delta, spec.num_agents)
         self.network = UpperNetwork(cfg.hidden_size, self.delta, cfg.dag_keep_init)
-        total = cfg.num_updates * cfg.epochs * cfg.minibatches
+        total = cfg.num_updates * cfg.dag_epochs * cfg.dag_minibatches
         lr = optax.linear_schedule(cfg.dag_lr, 0.0, total) if cfg.anneal_lr else cfg.dag_lr
         self.optimiser = optax.chain(
             optax.clip_by_global_norm(cfg.max_grad_norm), optax.adam(lr, eps=1e-5)
@@ -255,7 +255,7 @@ class UpperLayer:
         num_envs = periods.done.shape[1]
 
         def epoch(learner: UpperLearner, key: jax.Array) -> tuple:
-            order = jax.random.permutation(key, num_envs).reshape(cfg.minibatches, -1)
+            order = jax.random.permutation(key, num_envs).reshape(cfg.dag_minibatches, -1)
             batches = (
                 jax.tree.map(lambda x: x[:, order].swapaxes(0, 1), periods),
                 jax.tree.map(lambda x: x[order], initial_carry),
@@ -264,7 +264,7 @@ class UpperLayer:
             )
             return jax.lax.scan(minibatch_step, learner, batches)
 
-        learner, metrics = jax.lax.scan(epoch, learner, jax.random.split(key, cfg.epochs))
+        learner, metrics = jax.lax.scan(epoch, learner, jax.random.split(key, cfg.dag_epochs))
         return learner, {f"dag_{k}": v.mean() for k, v in metrics.items()}
 
     def _loss(
