@@ -202,6 +202,8 @@ def test_b2mapo_run_logs_both_policies_and_eval_uses_pi_ind_only(b2mapo_run) -> 
         ({"condition_on_actions": False}, "condition_on_actions"),
         ({"derived": "qmix"}, "unknown derived 'qmix'"),
         ({"dag_delta": -0.1}, "dag_delta=-0.1"),
+        ({"dag_minibatches": 3}, "dag_minibatches=3 must divide num_envs=4"),
+        ({"derived_epochs": 0}, "derived_epochs=0 must be a positive integer"),
     ],
 )
 def test_inconsistent_b2mapo_settings_are_refused(b2mapo, overrides, message) -> None:
