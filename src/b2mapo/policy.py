@@ -36,12 +36,22 @@ class PolicyState(NamedTuple):
 class Policy:
     """The executing policy of one seed of a run, its config and its environment."""
 
-    config: TrainConfig
-    spec: EnvSpec
-    env: Env  # the run's environment (b2mapo's contract: pure ``reset`` and ``step``)
-    update: int  # the update of the checkpoint
+    trainer: Trainer  # built from the run's config: networks, environment, partitioner
     params: Any  # the executing policy's parameters
-    trainer: Trainer
+    update: int  # the update of the checkpoint
+
+    @property
+    def config(self) -> TrainConfig:
+        return self.trainer.cfg
+
+    @property
+    def env(self) -> Env:
+        """The run's environment (b2mapo's contract: pure ``reset`` and ``step``)."""
+        return self.trainer.env
+
+    @property
+    def spec(self) -> EnvSpec:
+        return self.trainer.env.spec
 
     def initial_state(self, num_envs: int, key: jax.Array | None = None) -> PolicyState:
         """A fresh state for ``num_envs`` envs. A policy that acts batch by batch on a fixed
@@ -126,4 +136,4 @@ def load_policy(run_dir: str | Path, update: int | None = None, seed_index: int 
         raise ConfigError(f"seed_index={seed_index} must be in 0..{seeds - 1} (the run's seeds)")
     policies = trainer.policies(jax.tree.map(lambda x: x[seed_index], state))
     params = policies.derived if trainer.learned else policies.joint
-    return Policy(trainer.cfg, trainer.env.spec, trainer.env, update, params, trainer)
+    return Policy(trainer, params, update)
