@@ -97,12 +97,12 @@ def race(name: str, overrides: dict[str, Any], args: argparse.Namespace) -> dict
         keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(
             trainer.seed_keys(EVAL_SEED_OFFSET), update
         )
-        results = trainer.evaluate(trainer.policies(state), keys, True, True)
+        results = trainer.evaluate(trainer.policies(state), keys, np.bool_(True), True)
         wall = time.perf_counter() - wall0
         steps = update * cfg.steps_per_update
         point = {"env_steps": steps, "wall_s": wall}
         for prefix, result in results.items():
-            point[f"{prefix}win_rate"] = np.asarray(result.win_rate).tolist()
+            point[f"{prefix}win_rate"] = np.asarray(result.won).mean(axis=1).tolist()
         evals.append(point)
         diagnostics.append(
             {k: float(np.asarray(v).mean()) for k, v in metrics.items() if k in DIAGNOSTICS}

@@ -18,7 +18,7 @@ from b2mapo.train import Trainer
 def final_state(run_dir: Path) -> dict:
     """Everything the newest checkpoint saved (parameters, optimisers, env and DAG states)."""
     _, path = checkpoint.checkpoints(run_dir)[-1]
-    return serialization.msgpack_restore(path.read_bytes())
+    return serialization.msgpack_restore(path.read_bytes())["state"]
 
 
 class Killed(Exception):
@@ -62,6 +62,21 @@ def test_checkpoint_of_another_config_is_refused(tiny_config, tmp_path) -> None:
     runner.train(tiny_config(out=str(tmp_path / "run")))
     with pytest.raises(ConfigError, match="hidden_size"):
         runner.train(tiny_config(out=str(tmp_path / "run"), hidden_size=16))
+
+
+def test_checkpoint_of_another_format_is_refused(tiny_config, tmp_path) -> None:
+    """A checkpoint in the unstamped layout of earlier versions is refused by its format, not
+    half-read; so is a file that is not msgpack at all."""
+    cfg = tiny_config(out=str(tmp_path / "run"))
+    runner.train(cfg)
+    _, path = checkpoint.checkpoints(cfg.run_dir)[-1]
+    unstamped = serialization.msgpack_restore(path.read_bytes())["state"]
+    path.write_bytes(serialization.msgpack_serialize(unstamped))
+    with pytest.raises(ConfigError, match="another checkpoint format"):
+        runner.train(cfg)
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="not a b2mapo checkpoint"):
+        runner.train(cfg)
 
 
 def test_nan_stops_training_and_keeps_the_last_good_checkpoint(

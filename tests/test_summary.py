@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from b2mapo.runner import format_result, wilson_interval
+from b2mapo.runner import evaluate, format_result, wilson_interval
+from b2mapo.train import Trainer
 
 
 @pytest.mark.parametrize(
@@ -48,3 +49,19 @@ def test_one_seed_shows_no_spread_and_pools_episodes_over_seeds() -> None:
 def test_no_episodes_is_an_error() -> None:
     with pytest.raises(ValueError, match="episodes=0"):
         wilson_interval(0, 0)
+
+
+def test_longer_evaluations_and_both_modes_share_one_compiled_program(tiny_config) -> None:
+    """Greedy and sampled, and a final evaluation longer than ``eval_episodes``, all run the
+    same compiled evaluation: a default run compiles it once, not four times. Means pool the
+    episodes of every call."""
+    trainer = Trainer(tiny_config(seeds=2, eval_episodes=2))
+    state = trainer.init()
+    greedy, sampled = evaluate(trainer, state, episodes=5)
+    assert trainer.evaluate._cache_size() == 1
+    for result in (greedy, sampled):
+        assert result["win_rate"].shape == (2,)
+        # Each seed's mean is over 5 episodes (a multiple of 1/5) and a valid rate.
+        assert np.all((result["win_rate"] >= 0) & (result["win_rate"] <= 1))
+        np.testing.assert_allclose(result["win_rate"] * 5, np.round(result["win_rate"] * 5))
+        assert np.all(result["episode_length"] > 0)

@@ -13,11 +13,15 @@ import jax
 import numpy as np
 from flax import serialization
 
+from b2mapo import __version__
 from b2mapo.config import RESUMABLE_CHANGES, ConfigError, TrainConfig, diff, from_dict
 
 CHECKPOINT_DIR = "checkpoints"
 CONFIG_FILE = "config.json"
 KEEP_LAST = 2
+# The layout of the saved runner state. Bump it whenever a change to the state (a new field,
+# another optimiser chain) makes older checkpoints unreadable, so that they are refused by name.
+FORMAT = 1
 _NAME = re.compile(r"^update_(\d{8})\.msgpack$")
 
 
@@ -72,7 +76,8 @@ def save(run_dir: Path, update: int, state: Any) -> Path:
     """Save ``state`` as the checkpoint of ``update`` and drop all but the newest few."""
     host_state = jax.tree.map(np.asarray, jax.device_get(state))
     path = Path(run_dir) / CHECKPOINT_DIR / f"update_{update:08d}.msgpack"
-    atomic_write(path, serialization.to_bytes(host_state))
+    stamped = {"format": FORMAT, "b2mapo": __version__, "state": host_state}
+    atomic_write(path, serialization.msgpack_serialize(serialization.to_state_dict(stamped)))
     for _, old in checkpoints(run_dir)[:-KEEP_LAST]:
         old.unlink(missing_ok=True)
     return path
@@ -80,9 +85,21 @@ def save(run_dir: Path, update: int, state: Any) -> Path:
 
 def restore(path: Path, template: Any) -> Any:
     """The checkpoint at ``path`` restored into the structure of ``template`` (arrays or
-    ``jax.ShapeDtypeStruct``s); ``ConfigError`` if it holds another structure or shapes."""
+    ``jax.ShapeDtypeStruct``s); ``ConfigError`` if another checkpoint format, structure or
+    shapes."""
     try:
-        state = serialization.from_bytes(template, Path(path).read_bytes())
+        saved = serialization.msgpack_restore(Path(path).read_bytes())
+    except ValueError:
+        raise ConfigError(f"{path} is not a b2mapo checkpoint (not msgpack)") from None
+    if not isinstance(saved, dict) or saved.get("format") != FORMAT:
+        written_by = saved.get("b2mapo", "an older b2mapo") if isinstance(saved, dict) else "?"
+        raise ConfigError(
+            f"checkpoint {path} was written by b2mapo {written_by} in another checkpoint format "
+            f"than this b2mapo {__version__} reads (format {FORMAT}); retrain, or resume it "
+            "with the version that wrote it"
+        )
+    try:
+        state = serialization.from_state_dict(template, saved["state"])
     except (ValueError, KeyError) as error:
         raise ConfigError(f"checkpoint {path} does not match this config: {error}") from None
     shapes_match = jax.tree.all(

@@ -231,7 +231,7 @@ class Networks:
         avail: jax.Array,
         batch_index: jax.Array,
         key: jax.Array,
-        greedy: bool = False,
+        greedy: bool | jax.Array = False,
     ) -> tuple[jax.Array, jax.Array, jax.Array]:
         """Choose every agent's action for one step (inputs ``[B, n, ...]``).
 
@@ -256,7 +256,7 @@ class Networks:
 
         # Gumbel-max with noise drawn once: each agent's draw is used only in its own batch,
         # so sharing the noise across batches leaves every distribution unchanged.
-        noise = 0.0 if greedy else jax.random.gumbel(key, logits.shape)
+        noise = jnp.where(greedy, 0.0, jax.random.gumbel(key, logits.shape))
 
         def batch_acts(stage: jax.Array, acted: tuple) -> tuple:
             actions, logits = acted
@@ -388,8 +388,9 @@ class Networks:
         return jax.tree.map(lambda p: p[agents], params), 0
 
 
-def sample_actions(key: jax.Array, logits: jax.Array, greedy: bool = False) -> jax.Array:
-    """Sample (or take the most likely) action from masked logits ``[..., A]``."""
-    if greedy:
-        return jnp.argmax(logits, axis=-1)
-    return jax.random.categorical(key, logits)
+def sample_actions(
+    key: jax.Array, logits: jax.Array, greedy: bool | jax.Array = False
+) -> jax.Array:
+    """Sample (or take the most likely) action from masked logits ``[..., A]``. ``greedy`` may
+    be traced, so that one compiled evaluation serves both modes."""
+    return jnp.where(greedy, jnp.argmax(logits, axis=-1), jax.random.categorical(key, logits))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import math
@@ -22,6 +21,7 @@ from rich.table import Table
 from b2mapo import checkpoint
 from b2mapo.checkpoint import atomic_write
 from b2mapo.config import ConfigError, TrainConfig
+from b2mapo.policy import load_state
 from b2mapo.train import RunnerState, Trainer
 
 METRICS_FILE = "metrics.jsonl"
@@ -177,24 +177,40 @@ def _check_finite(metrics: dict[str, jax.Array], first_update: int, last_good: s
             )
 
 
-def evaluate(trainer: Trainer, state: RunnerState, joint: bool = True) -> tuple[dict, dict]:
+def evaluate(
+    trainer: Trainer, state: RunnerState, joint: bool = True, episodes: int | None = None
+) -> tuple[dict, dict]:
     """Greedy and sampled evaluation of every seed's executing policy (π_ind for B2MAPO,
-    whose joint policy π is also scored, under ``joint_`` keys, when ``joint``)."""
+    whose joint policy π is also scored, under ``joint_`` keys, when ``joint``).
+
+    ``episodes`` per seed (default ``eval_episodes``) are played in calls of the one compiled
+    evaluation program, ``eval_episodes`` at a time: a longer final evaluation compiles
+    nothing new. Returns per-seed means, greedy then sampled.
+    """
+    episodes = trainer.cfg.eval_episodes if episodes is None else episodes
+    calls = -(-episodes // trainer.cfg.eval_episodes)
     update = int(np.asarray(state.update).max())
     keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(
         trainer.seed_keys(EVAL_SEED_OFFSET), update
     )
+    policies = trainer.policies(state)
     results = []
     for greedy in (True, False):
-        by_policy = trainer.evaluate(trainer.policies(state), keys, greedy, joint)
+        pooled: dict[str, list[np.ndarray]] = {}
+        for call in range(calls):
+            call_keys = keys if call == 0 else jax.vmap(jax.random.fold_in, (0, None))(keys, call)
+            by_policy = trainer.evaluate(policies, call_keys, np.bool_(greedy), joint)
+            for prefix, result in by_policy.items():
+                for name, value in zip(_EVAL_NAMES, result, strict=True):
+                    pooled.setdefault(prefix + name, []).append(np.asarray(value))
         results.append(
-            {
-                prefix + k: np.asarray(v)
-                for prefix, result in by_policy.items()
-                for k, v in result._asdict().items()
-            }
+            {k: np.concatenate(v, axis=1)[:, :episodes].mean(axis=1) for k, v in pooled.items()}
         )
     return results[0], results[1]
+
+
+# Names of ``EvalResult``'s fields in metrics and summaries, as means over episodes.
+_EVAL_NAMES = ("win_rate", "episode_return", "episode_length")
 
 
 def _eval_records(
@@ -224,13 +240,6 @@ def _check_writable(run_dir: Path) -> None:
     except OSError as error:
         reason = error.strerror or type(error).__name__
         raise ConfigError(f"cannot write the run directory {run_dir}: {reason}") from None
-
-
-def _with_episodes(trainer: Trainer, episodes: int) -> Trainer:
-    """``trainer``, or one like it whose evaluation plays ``episodes`` episodes per seed."""
-    if episodes == trainer.cfg.eval_episodes:
-        return trainer
-    return Trainer(dataclasses.replace(trainer.cfg, eval_episodes=episodes).validate())
 
 
 def train(cfg: TrainConfig, console: Console | None = None) -> Summary:
@@ -312,7 +321,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> Summary:
             last_good = str(checkpoint.save(run_dir, done_updates, state))
             progress.update(task, completed=done_updates * cfg.steps_per_update, status=status)
 
-    greedy, sampled = evaluate(_with_episodes(trainer, cfg.final_eval_episodes), state)
+    greedy, sampled = evaluate(trainer, state, episodes=cfg.final_eval_episodes)
     steady = (
         steady_updates * cfg.steps_per_update * cfg.seeds / steady_seconds
         if steady_seconds
@@ -378,14 +387,8 @@ def summary_table(summary: Summary, title: str) -> Table:
 def evaluate_run(run_dir: Path, episodes: int | None = None) -> Summary:
     """Evaluate the newest checkpoint of a run directory with its saved config: the policy
     that executes (for B2MAPO π_ind alone, decentralised)."""
-    saved = checkpoint.load_config(run_dir)
-    episodes = saved.final_eval_episodes if episodes is None else episodes
-    cfg = dataclasses.replace(saved, eval_episodes=episodes).validate()
-    trainer = Trainer(cfg)
-    restored = checkpoint.restore_latest(run_dir, trainer.init())
-    if restored is None:
-        raise checkpoint.ConfigError(f"{run_dir} has no checkpoint to evaluate")
-    update, state = restored
-    greedy, sampled = evaluate(trainer, state, joint=False)
-    steps = update * cfg.steps_per_update
-    return Summary(run_dir, update, steps, greedy, sampled, cfg.eval_episodes)
+    trainer, update, state = load_state(run_dir)
+    cfg = trainer.cfg
+    episodes = cfg.final_eval_episodes if episodes is None else episodes
+    greedy, sampled = evaluate(trainer, state, joint=False, episodes=episodes)
+    return Summary(run_dir, update, update * cfg.steps_per_update, greedy, sampled, episodes)

@@ -77,9 +77,10 @@ class Policies(NamedTuple):
 
 
 class EvalResult(NamedTuple):
-    """Outcome of the first episode in each of a batch of evaluation envs."""
+    """Outcome of the first episode in each of ``eval_episodes`` evaluation envs, ``[episodes]``
+    per seed: the caller averages (and pools several calls for a longer evaluation)."""
 
-    win_rate: jax.Array
+    won: jax.Array
     episode_return: jax.Array
     episode_length: jax.Array
 
@@ -113,8 +114,9 @@ class Trainer:
                 raise ConfigError(f"{error} (env {cfg.env})") from None
         self._init = jax.jit(self._over_seeds(self._init_one, (0,)))
         self.chunk = jax.jit(self._over_seeds(self._chunk_one, (0,)))
+        # ``greedy`` is traced: greedy and sampled evaluation share one compiled program.
         self.evaluate = jax.jit(
-            self._over_seeds(self._evaluate_one, (0, 0, None, None)), static_argnums=(2, 3)
+            self._over_seeds(self._evaluate_one, (0, 0, None, None)), static_argnums=(3,)
         )
 
     def _over_seeds(self, fn: Callable[..., Any], in_axes: tuple[int | None, ...]) -> Callable:
@@ -329,7 +331,7 @@ class Trainer:
         return jax.lax.scan(self._round, state, None, self.cfg.updates_per_chunk)
 
     def _evaluate_one(
-        self, policies: Policies, key: jax.Array, greedy: bool, joint: bool
+        self, policies: Policies, key: jax.Array, greedy: jax.Array, joint: bool
     ) -> dict[str, EvalResult]:
         """Play ``eval_episodes`` episodes in parallel envs and score the first one of each.
 
@@ -344,7 +346,7 @@ class Trainer:
             results["joint_"] = self._play_joint(policies, joint_key, greedy)
         return results
 
-    def _play_derived(self, params: dict[str, Params], key: jax.Array, greedy: bool):
+    def _play_derived(self, params: dict[str, Params], key: jax.Array, greedy: jax.Array):
         carry = self.networks.initial_carry((self.cfg.eval_episodes,))
 
         def act(carry, ts, first, step, key):
@@ -352,7 +354,7 @@ class Trainer:
 
         return self._play(act, carry, key)
 
-    def _play_joint(self, policies: Policies, key: jax.Array, greedy: bool) -> EvalResult:
+    def _play_joint(self, policies: Policies, key: jax.Array, greedy: jax.Array) -> EvalResult:
         """π acting batch by batch: on a fixed partition, or on a DAG every ``dag_period``."""
         episodes, n = self.cfg.eval_episodes, self.env.spec.num_agents
         partition_key, key = jax.random.split(key)
@@ -424,7 +426,7 @@ class Trainer:
         limit = self.env.spec.episode_limit
         inputs = (jnp.arange(limit), jax.random.split(key, limit))
         (*_, won, ret, length), _ = jax.lax.scan(step, loop, inputs)
-        return EvalResult(won.mean(), ret.mean(), length.mean())
+        return EvalResult(won, ret, length)
 
 
 def _episode_metrics(episodes: EpisodeMetrics) -> dict[str, jax.Array]:

@@ -166,7 +166,7 @@ class UpperLayer:
         obs: jax.Array,
         state: jax.Array,
         key: jax.Array,
-        greedy: bool = False,
+        greedy: bool | jax.Array = False,
     ) -> tuple[UpperCarry, DagAction, UpperOutput, jax.Array]:
         """Sample (or take the most likely) DAG for every env at a period boundary.
 
@@ -176,14 +176,20 @@ class UpperLayer:
         (agents, critic), out = self._apply(params, carry, obs, state)
         delta = self.delta
         cap = self.cfg.dag_max_batches
-        if greedy:
+
+        def most_likely() -> DagAction:
             order = jnp.argsort(-out.order_scores, axis=-1).astype(jnp.int32)
             build = jax.vmap(build_dag, in_axes=(0, 0, 0, None, None))
-            action = build(order, out.edge_logits > 0, out.g, delta, cap)
-        else:
+            return build(order, out.edge_logits > 0, out.g, delta, cap)
+
+        def sampled() -> DagAction:
             keys = jax.random.split(key, obs.shape[0])
             sample = jax.vmap(sample_dag, in_axes=(0, 0, 0, 0, None, None))
-            action = sample(keys, out.order_scores, out.edge_logits, out.g, delta, cap)
+            return sample(keys, out.order_scores, out.edge_logits, out.g, delta, cap)
+
+        # ``greedy`` may be traced (one compiled evaluation for both modes); it is the same for
+        # every seed, so under the seed vmap this stays a branch.
+        action = jax.lax.cond(greedy, most_likely, sampled)
         batch_index = jax.vmap(lambda a: layering(edges(a)))(action)
         new_carry = UpperCarry(agents, critic, jnp.zeros_like(carry.reset))
         return new_carry, action, out, batch_index
