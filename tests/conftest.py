@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import gc
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -16,12 +17,24 @@ import pytest
 from b2mapo.config import TrainConfig, resolve
 from b2mapo.runner import train
 
-# Tests that build the same trainer (the tiny sizes below, the same algorithm) share its
-# compiled programs through a JAX compilation cache of this session alone. Set before any
-# compilation: JAX decides once, at its first compile, whether a cache is in use.
-_XLA_CACHE = tempfile.mkdtemp(prefix="b2mapo-tests-xla-")
-atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
-jax.config.update("jax_compilation_cache_dir", _XLA_CACHE)
+
+def _session_cache_dir() -> str:
+    """A JAX compilation cache for this test session alone, shared by its xdist workers.
+
+    Tests that build the same trainer (the tiny sizes below, the same algorithm) share its
+    compiled programs through it, also across workers: the main process makes the directory
+    and removes it at exit; workers, which inherit its environment, only use it.
+    """
+    if os.environ.get("PYTEST_XDIST_WORKER") is None or _CACHE_VARIABLE not in os.environ:
+        path = tempfile.mkdtemp(prefix="b2mapo-tests-xla-")
+        atexit.register(shutil.rmtree, path, ignore_errors=True)
+        os.environ[_CACHE_VARIABLE] = path
+    return os.environ[_CACHE_VARIABLE]
+
+
+_CACHE_VARIABLE = "B2MAPO_TESTS_XLA_CACHE"
+# Set before any compilation: JAX decides once, at its first compile, whether a cache is in use.
+jax.config.update("jax_compilation_cache_dir", _session_cache_dir())
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -21,6 +21,22 @@ from b2mapo.envs.core import WrappedState
 
 NAMES = list(REGISTRY)
 MPE_NAMES = [name for name in NAMES if name.startswith("mpe:")]
+# The quick set checks one map of each kind: homogeneous, mixed unit types, SMACv2's
+# procedural units, the two maps b2mapo composes itself, MPE and the probe. SMAX maps differ
+# only in their unit lists, and each costs a SMAX compile (about 15 s), so the other maps run
+# with the slow set.
+QUICK_NAMES = {
+    "smax:3m",
+    "smax:2s3z",
+    "smax:smacv2_5_units",
+    "smax:8m_vs_9m",
+    "smax:6z_vs_24zg",
+    *MPE_NAMES,
+    "probe:climbing",
+}
+MAPS = [
+    name if name in QUICK_NAMES else pytest.param(name, marks=pytest.mark.slow) for name in NAMES
+]
 
 EPISODE_LIMIT = 3  # a short override, so that a few steps span several auto-resets
 NUM_ENVS = 2
@@ -127,7 +143,7 @@ def _expected_shapes(spec: EnvSpec) -> dict[str, tuple[tuple[int, ...], type]]:
     }
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", MAPS)
 def test_timestep_shapes_and_dtypes(name: str) -> None:
     """Every TimeStep field of reset and step has the spec's shape and the contract's dtype."""
     ro = _rollout(name)
@@ -147,7 +163,7 @@ def test_timestep_shapes_and_dtypes(name: str) -> None:
             assert np.all(np.isfinite(getattr(timestep, field))), field
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", MAPS)
 def test_available_actions(name: str) -> None:
     """Every agent has an available action; in SMAX a dead ally can only stop, a live one can
     always move and stop; elsewhere (MPE, probes) every action is always available."""
@@ -167,7 +183,7 @@ def test_available_actions(name: str) -> None:
     assert np.all(ro.reset.avail[..., : NUM_MOVES + 1])  # everyone is alive after a reset
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", MAPS)
 def test_episode_bookkeeping_and_flags(name: str) -> None:
     """Auto-reset bookkeeping (running/final return and length, length 1 after a done step) and
     the done flags: terminated and truncated exclusive, won only on termination."""
@@ -199,7 +215,7 @@ def test_episode_bookkeeping_and_flags(name: str) -> None:
         np.testing.assert_array_equal(steps.won, steps.reward >= WON_BATTLE_BONUS)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", MAPS)
 def test_episode_limit(name: str) -> None:
     """Episodes never outlast spec.episode_limit, and a truncated one lasts exactly that long."""
     ro = _rollout(name)
@@ -213,7 +229,7 @@ def test_episode_limit(name: str) -> None:
     assert np.all(steps.truncated[reached] | steps.terminated[reached])
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", MAPS)
 def test_step_compiles_once(name: str) -> None:
     """A jitted step fed the reset state, then its own outputs, compiles once (no weak types)."""
     ro = _rollout(name)

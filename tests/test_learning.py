@@ -30,6 +30,18 @@ def learning_config(tiny_config: Any, **overrides: Any) -> Any:
 
 @pytest.mark.slow
 @pytest.mark.smoke
+def test_mappo_learns_3m_quickly(tiny_config) -> None:
+    """The smoke version of the test below: within 160k env steps (about a minute here) MAPPO's
+    greedy win rate on smax:3m passes 0.5, far above the untrained policy's."""
+    cfg = learning_config(tiny_config, total_steps=160_000)
+    trainer = Trainer(cfg)
+    untrained, _ = evaluate(trainer, trainer.init(), episodes=cfg.final_eval_episodes)
+    summary = train(cfg)
+    before, after = untrained["win_rate"].mean(), summary.eval_greedy["win_rate"].mean()
+    assert after >= 0.5 and after >= before + 0.3, (before, after)
+
+
+@pytest.mark.slow
 def test_mappo_wins_3m(tiny_config) -> None:
     """MAPPO with the default preset reaches >= 80% greedy evaluation win rate on smax:3m."""
     summary = train(learning_config(tiny_config, total_steps=1_000_000))
@@ -37,9 +49,9 @@ def test_mappo_wins_3m(tiny_config) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.smoke
 def test_mappo_improves_on_random_in_simple_spread(tiny_config) -> None:
-    """On MPE simple_spread, trained MAPPO's return clearly beats the untrained policy's."""
+    """On MPE simple_spread, trained MAPPO's return clearly beats the untrained policy's
+    (120k env steps are not enough: -25.6 -> -21.8)."""
     cfg = learning_config(tiny_config, env="mpe:simple_spread", rollout_len=32, total_steps=400_000)
     trainer = Trainer(cfg)
     _, untrained = evaluate(trainer, trainer.init())
