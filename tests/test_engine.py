@@ -175,7 +175,7 @@ def random_batch_index(key, trajectory, n: int, chunk: int, num_batches: int) ->
         ("a2po", True, False),
         pytest.param("happo", False, False, marks=pytest.mark.slow),
         pytest.param("b2mapo-fixed", True, False, marks=pytest.mark.slow),
-        ("b2mapo-fixed", True, True),
+        pytest.param("b2mapo-fixed", True, True, marks=pytest.mark.slow),
         ("b2mapo-fixed", False, True),
     ],
 )
