@@ -17,6 +17,8 @@ import pytest
 from b2mapo.config import TrainConfig, resolve
 from b2mapo.runner import train
 
+_CACHE_VARIABLE = "B2MAPO_TESTS_XLA_CACHE"
+
 
 def _session_cache_dir() -> str:
     """A JAX compilation cache for this test session alone, shared by its xdist workers.
@@ -32,7 +34,6 @@ def _session_cache_dir() -> str:
     return os.environ[_CACHE_VARIABLE]
 
 
-_CACHE_VARIABLE = "B2MAPO_TESTS_XLA_CACHE"
 # Set before any compilation: JAX decides once, at its first compile, whether a cache is in use.
 jax.config.update("jax_compilation_cache_dir", _session_cache_dir())
 

@@ -7,7 +7,8 @@ Both paths run the same module code.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import flax.linen as nn
 import jax
@@ -256,7 +257,9 @@ class Networks:
 
         # Gumbel-max with noise drawn once: each agent's draw is used only in its own batch,
         # so sharing the noise across batches leaves every distribution unchanged.
-        noise = jnp.where(greedy, 0.0, jax.random.gumbel(key, logits.shape))
+        noise = choose(
+            greedy, lambda: jnp.zeros(logits.shape), lambda: jax.random.gumbel(key, logits.shape)
+        )
 
         def batch_acts(stage: jax.Array, acted: tuple) -> tuple:
             actions, logits = acted
@@ -388,9 +391,29 @@ class Networks:
         return jax.tree.map(lambda p: p[agents], params), 0
 
 
+_Choice = TypeVar("_Choice")
+
+
+def choose(
+    greedy: bool | jax.Array,
+    most_likely: Callable[[], _Choice],
+    sampled: Callable[[], _Choice],
+) -> _Choice:
+    """``most_likely()`` if ``greedy``, else ``sampled()``. A Python bool branches in Python, so
+    training's rollouts compile one side only; a traced flag becomes a ``lax.cond``, so that one
+    compiled evaluation serves both modes (the flag is the same for every seed, so under the
+    seed vmap it stays a branch)."""
+    if isinstance(greedy, bool):
+        return most_likely() if greedy else sampled()
+    return jax.lax.cond(greedy, most_likely, sampled)
+
+
 def sample_actions(
     key: jax.Array, logits: jax.Array, greedy: bool | jax.Array = False
 ) -> jax.Array:
-    """Sample (or take the most likely) action from masked logits ``[..., A]``. ``greedy`` may
-    be traced, so that one compiled evaluation serves both modes."""
-    return jnp.where(greedy, jnp.argmax(logits, axis=-1), jax.random.categorical(key, logits))
+    """Sample (or take the most likely) action from masked logits ``[..., A]``."""
+    return choose(
+        greedy,
+        lambda: jnp.argmax(logits, axis=-1),
+        lambda: jax.random.categorical(key, logits),
+    )

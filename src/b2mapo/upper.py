@@ -37,7 +37,7 @@ from b2mapo.dag import (
 )
 from b2mapo.envs.core import EnvSpec
 from b2mapo.losses import clipped_surrogate, corrected_gae, normalise, td_errors
-from b2mapo.networks import Params, _dense, with_agent_id
+from b2mapo.networks import Params, _dense, choose, with_agent_id
 
 
 def dependency_threshold(relative_delta: float, num_agents: int) -> float:
@@ -187,9 +187,7 @@ class UpperLayer:
             sample = jax.vmap(sample_dag, in_axes=(0, 0, 0, 0, None, None))
             return sample(keys, out.order_scores, out.edge_logits, out.g, delta, cap)
 
-        # ``greedy`` may be traced (one compiled evaluation for both modes); it is the same for
-        # every seed, so under the seed vmap this stays a branch.
-        action = jax.lax.cond(greedy, most_likely, sampled)
+        action = choose(greedy, most_likely, sampled)
         batch_index = jax.vmap(lambda a: layering(edges(a)))(action)
         new_carry = UpperCarry(agents, critic, jnp.zeros_like(carry.reset))
         return new_carry, action, out, batch_index
