@@ -467,6 +467,12 @@ def refresh_log_ratios(
     return jax.lax.fori_loop(0, windows.count, refresh, log_ratio)
 
 
+def single_stage(cfg: TrainConfig) -> bool:
+    """Every agent is in one batch by construction (MAPPO, and π_ind's update): the round is
+    one stage, traced without the stage loop and the ratio refresh it never runs."""
+    return cfg.partition == "single"
+
+
 class StageCarry(NamedTuple):
     """What the stage loop carries."""
 
@@ -499,9 +505,12 @@ def run_stage(
     agent_of = jnp.arange(units.num_units) % n
     stale = carry.agent_updated_at[agent_of] >= carry.refreshed_at
     refresh = earlier & needed & stale
-    log_ratio = refresh_log_ratios(
-        learner.params["actor"], carry.log_ratio, refresh, units, networks, width
-    )
+    if single_stage(cfg):  # no earlier batch: nothing to refresh, and no refresh to compile
+        log_ratio = carry.log_ratio
+    else:
+        log_ratio = refresh_log_ratios(
+            learner.params["actor"], carry.log_ratio, refresh, units, networks, width
+        )
     chunk = cfg.recurrent_chunk
     preceding_log = jnp.where(earlier, log_ratio, 0.0).reshape(chunk, -1, n).sum(-1)  # [L, G]
     preceding = jnp.exp(preceding_log)
@@ -642,11 +651,14 @@ def batch_sequential_update(
         jnp.int32(0),
         {name: jnp.float32(0.0) for name in names},
     )
-    final = jax.lax.while_loop(
-        lambda carry: carry.stage < num_batches,
-        lambda carry: run_stage(carry, ctx, networks, cfg),
-        start,
-    )
+    if single_stage(cfg):
+        final = run_stage(start, ctx, networks, cfg)
+    else:
+        final = jax.lax.while_loop(
+            lambda carry: carry.stage < num_batches,
+            lambda carry: run_stage(carry, ctx, networks, cfg),
+            start,
+        )
     metrics = {k: v / num_batches for k, v in final.metric_sums.items()}
     metrics["num_batches"] = num_batches.astype(jnp.float32)
     metrics["learning_rate"] = lr
