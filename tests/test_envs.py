@@ -8,6 +8,8 @@ shared by the parametrized checks below. The won flag is checked on hand-made SM
 from __future__ import annotations
 
 import functools
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -315,3 +317,23 @@ def test_smax_won_flag() -> None:
     expected_avail[STOP] = True
     np.testing.assert_array_equal(casualty.avail[0], expected_avail)
     assert np.all(casualty.avail[1:, : NUM_MOVES + 1])
+
+
+def test_only_the_wrapped_jaxmarl_environments_load_and_jaxmarl_still_imports() -> None:
+    """b2mapo loads SMAX and MPE without building every jaxmarl environment (seconds of
+    import time), and a user's later ``import jaxmarl`` still gets the whole package."""
+    script = (
+        "import sys, b2mapo.envs\n"
+        "print(sorted(m for m in ('jaxmarl.environments.storm', 'jaxmarl.environments.hanabi')"
+        " if m in sys.modules))\n"
+        "import jaxmarl\n"
+        "from b2mapo.envs.smax import HeuristicEnemySMAX\n"
+        "from jaxmarl.environments.smax import HeuristicEnemySMAX as Theirs\n"
+        "print(HeuristicEnemySMAX is Theirs, type(jaxmarl.make('MPE_simple_spread_v3')).__name__)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True
+    )
+    lines = result.stdout.splitlines()
+    assert lines[0] == "[]"
+    assert lines[-1] == "True SimpleSpreadMPE"
