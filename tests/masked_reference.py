@@ -36,8 +36,10 @@ def masked_round(
     batch_index: jax.Array,
     networks: Networks,
     cfg: TrainConfig,
+    num_stages: int,
 ) -> LearnerState:
-    """One round on ``batch_index[T, E, n]`` (constant within each training chunk)."""
+    """One round of ``num_stages`` stages on ``batch_index[T, E, n]`` (constant within each
+    training chunk); jit-able, with the Python loops unrolled."""
     assert cfg.minibatches == 1, "the reference has one minibatch per epoch"
     tr = trajectory.transitions
     steps, envs, n = tr.action.shape
@@ -79,7 +81,7 @@ def masked_round(
     active = tr.avail.sum(-1) > 1
     optimiser = make_optimiser(cfg)
     updated = jnp.zeros_like(units.log_prob)
-    for stage in range(int(jnp.max(batch_index)) + 1):
+    for stage in range(num_stages):
         _, now = log_probs(learner.params["actor"])
         # Every earlier unit under the current parameters (SPEC §2), computed in full.
         updated = jnp.where(own < stage, now - units.log_prob, updated)
