@@ -10,10 +10,12 @@ trains to ``--max-steps``, for final win rates). Algorithms run one after anothe
 wall times are comparable (same machine, same load) and ratios to the first are printed.
 
 Per algorithm the table gives env steps and wall seconds to the target (median and range
-over seeds; a seed that never reached it counts as not reached), the final greedy win of the
-executing policy and, for B2MAPO, of π, and the diagnostics of the last chunk (B2MAPO: mean K
-of the DAGs, generator entropy, π_ind's clipped fraction and KL(π || π_ind)). The JSON holds
-every evaluation of every seed and the per-chunk means of those diagnostics.
+over seeds; a seed that never reached it counts as not reached), the training seconds to it
+(the same wall time without the evaluations, which cost B2MAPO two policies' worth), the
+final greedy win of the executing policy and, for B2MAPO, of π, and the diagnostics of the
+last chunk (B2MAPO: mean K of the DAGs, generator entropy, π_ind's clipped fraction and
+KL(π || π_ind)). The JSON holds every evaluation of every seed and the per-chunk means of
+those diagnostics.
 
 An algorithm is a preset name, optionally with overrides: ``NAME=PRESET:FIELD=VALUE,...``
 (values are JSON, else strings), e.g. ``b2-lr5e-4=b2mapo:lr=0.0005``.
@@ -90,9 +92,12 @@ def race(name: str, overrides: dict[str, Any], args: argparse.Namespace) -> dict
     compile_s = time.perf_counter() - wall0
     reached: list[dict[str, float] | None] = [None] * cfg.seeds
     evals, diagnostics = [], []
+    train_s = compile_s  # wall time without the evaluations
     for _ in range(cfg.num_updates // cfg.updates_per_chunk):
+        tic = time.perf_counter()
         state, metrics = chunk(state)
         jax.block_until_ready(metrics)
+        train_s += time.perf_counter() - tic
         update = int(np.asarray(state.update).max())
         keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(
             trainer.seed_keys(EVAL_SEED_OFFSET), update
@@ -100,7 +105,7 @@ def race(name: str, overrides: dict[str, Any], args: argparse.Namespace) -> dict
         results = trainer.evaluate(trainer.policies(state), keys, np.bool_(True), True)
         wall = time.perf_counter() - wall0
         steps = update * cfg.steps_per_update
-        point = {"env_steps": steps, "wall_s": wall}
+        point = {"env_steps": steps, "wall_s": wall, "train_s": train_s}
         for prefix, result in results.items():
             point[f"{prefix}win_rate"] = np.asarray(result.won).mean(axis=1).tolist()
         evals.append(point)
@@ -114,7 +119,7 @@ def race(name: str, overrides: dict[str, Any], args: argparse.Namespace) -> dict
             print(f"  {name} {steps:,} steps {wall:.0f} s: {wins}", flush=True)
         for seed, win in enumerate(point["win_rate"]):
             if reached[seed] is None and win >= args.target:
-                reached[seed] = {"env_steps": steps, "wall_s": wall}
+                reached[seed] = {"env_steps": steps, "wall_s": wall, "train_s": train_s}
         if not args.full and all(reached):
             break
     last = evals[-1]
@@ -189,18 +194,23 @@ def main() -> None:
         "wall s (median)",
         "range",
         "× first",
+        "train s (median)",
+        "× first",
         "final win (exec)",
         "final win π",
         "last diagnostics",
     ):
         table.add_column(column, justify="right")
-    first_steps = first_wall = None
+    first_steps = first_wall = first_train = None
     for result in results:
         steps, steps_text = spread([r and r["env_steps"] for r in result["reached"]])
         wall, wall_text = spread([r and r["wall_s"] for r in result["reached"]])
+        train, _ = spread([r and r["train_s"] for r in result["reached"]])
         first_steps = first_steps if first_steps is not None else steps
         first_wall = first_wall if first_wall is not None else wall
+        first_train = first_train if first_train is not None else train
         result["median_env_steps"], result["median_wall_s"] = steps, wall
+        result["median_train_s"] = train
         last = result["diagnostics"][-1]
         table.add_row(
             result["name"],
@@ -210,6 +220,8 @@ def main() -> None:
             "-" if wall is None else f"{wall:.0f}",
             wall_text,
             ratio(wall, first_wall),
+            "-" if train is None else f"{train:.0f}",
+            ratio(train, first_train),
             mean_std(result["final_win_rate"]),
             mean_std(result["final_joint_win_rate"]),
             " ".join(f"{k}={v:.3g}" for k, v in last.items() if k != "win_rate"),
