@@ -244,10 +244,11 @@ class Windows(NamedTuple):
     count: jax.Array  # [], windows in use
 
 
-def window_size(num_units: int, num_agents: int, minibatches: int) -> int:
-    """Units per window: one agent's share of a MAPPO minibatch (a stage of A2PO or HAPPO is
-    then one window per minibatch, and MAPPO's minibatch ``n`` windows)."""
-    return max(8, math.ceil(num_units / (minibatches * num_agents)))
+def window_size(num_units: int, num_agents: int, minibatches: int, whole: bool) -> int:
+    """Units per window: one agent's share of a MAPPO minibatch, so that a stage of A2PO or
+    HAPPO is one window per minibatch; or, for a ``whole`` single-stage round, the minibatch
+    itself (one window each instead of ``n`` windows replayed one after another)."""
+    return max(8, math.ceil(num_units / (minibatches * (1 if whole else num_agents))))
 
 
 def pack_windows(
@@ -492,7 +493,7 @@ def run_stage(
     advantages, then PPO on this batch's units only."""
     learner, units, stage = carry.learner, ctx.units, carry.stage
     n = units.num_agents
-    width = window_size(units.num_units, n, cfg.minibatches)
+    width = window_size(units.num_units, n, cfg.minibatches, single_stage(cfg))
     num_envs = ctx.deltas.shape[1]
     earlier = units.batch_index < stage
     # ρ needs the earlier batches' probabilities under the current parameters (SPEC §2):
