@@ -137,6 +137,7 @@ def test_distillation_lowers_kl_to_the_joint_policy(b2mapo, derived: str) -> Non
         jax.random.key(3),
         16,
         batch_index,
+        trainer.derived.follower(state.derived.learner.params, state.derived.carry),
     )
     tr = trajectory.transitions
     # A teacher far from the near-uniform untrained π_ind, and learnable: agent i prefers

@@ -113,6 +113,10 @@ class TrainConfig:
     """B2MAPO: weight β of the distillation loss KL(π || π_ind) (eq. 13)."""
     distill_every: int = 1
     """B2MAPO: add the distillation loss every this many rounds."""
+    distill_teacher: str = "updated"
+    """B2MAPO: the π that π_ind distils: updated (π after this round's update, one more
+    forward pass over the rollout) or behaviour (the π that collected it, whose logits the
+    rollout kept)."""
     derived_epochs: int = 1
     """B2MAPO: PPO epochs of the derived policy π_ind per round (one pass over the rollout
     in 8 minibatches learns 3m as fast as 4 x 4 at a third of the cost: docs/algorithms.md)."""
@@ -250,6 +254,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "preceding_factor": ("none", "happo", "clipped"),
     "derived": ("mappo", "ippo"),
     "derived_ratio": ("behaviour", "own"),
+    "distill_teacher": ("updated", "behaviour"),
 }
 
 # Algorithm presets: values that differ from the TrainConfig defaults. Data, not code paths.

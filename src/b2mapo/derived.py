@@ -25,7 +25,7 @@ from b2mapo.envs.core import EnvSpec
 from b2mapo.losses import categorical_kl, categorical_log_prob, masked_mean
 from b2mapo.networks import Networks, Params, sample_actions
 from b2mapo.partition import Partitioner, single
-from b2mapo.rollout import Distillation, Trajectory
+from b2mapo.rollout import Distillation, Follower, Trajectory
 
 
 class DerivedState(NamedTuple):
@@ -62,6 +62,11 @@ class DerivedPolicy(abc.ABC):
         returns (carry, actions)."""
 
     @abc.abstractmethod
+    def follower(self, params: dict[str, Params], carry: jax.Array) -> Follower:
+        """What watches π's rollout for this policy: its recurrent state advanced on every
+        step from ``carry``, recording what ``update`` needs (``trajectory.followed``)."""
+
+    @abc.abstractmethod
     def update(
         self,
         state: DerivedState,
@@ -70,8 +75,16 @@ class DerivedPolicy(abc.ABC):
         teacher: Distillation,
         key: jax.Array,
     ) -> tuple[DerivedState, dict[str, jax.Array]]:
-        """One round on π's rollout (``last_obs[E, n, obs]``: observation after its last
-        step); ``teacher`` holds π's logits and the distillation weight per sample."""
+        """One round on π's rollout, collected with ``follower`` watching (``last_obs[E, n,
+        obs]``: observation after its last step); ``teacher`` holds π's logits and the
+        distillation weight per sample."""
+
+
+class Watched(NamedTuple):
+    """What an engine-trained π_ind records of one step of π's rollout."""
+
+    carry: jax.Array  # [E, n, h], its GRU state before the step
+    logits: jax.Array  # [E, n, A], its logits at the step
 
 
 class EngineDerived(DerivedPolicy):
@@ -109,12 +122,18 @@ class EngineDerived(DerivedPolicy):
         carry, logits = self.networks.act(params["actor"], carry, obs, first, avail)
         return carry, sample_actions(key, logits, greedy)
 
+    def follower(self, params, carry):
+        def step(carry, obs, first, avail):
+            new_carry, logits = self.networks.act(params["actor"], carry, obs, first, avail)
+            return new_carry, Watched(carry, logits)
+
+        return Follower(step, carry)
+
     def update(self, state, trajectory, last_obs, teacher, key):
         tr = trajectory.transitions
         params = state.learner.params
-        carry, logits, carries = self.networks.replay(
-            params["actor"], state.carry, tr.obs, tr.first, tr.avail
-        )
+        watched: Watched = trajectory.followed.records
+        logits = watched.logits
         next_obs = jnp.concatenate([tr.obs[1:], last_obs[None]], axis=0)
         # A local critic bootstraps a time-limit truncation from the episode's last
         # observation: environments return the final global state, not final observations.
@@ -123,7 +142,7 @@ class EngineDerived(DerivedPolicy):
         denominator = tr.log_prob if self.cfg.derived_ratio == "behaviour" else own_log_prob
         transitions = tr._replace(
             log_prob=denominator,
-            carry=carries,
+            carry=watched.carry,
             value=self.networks.value(params["critic"], tr.state, tr.obs),
             next_value=self.networks.value(params["critic"], tr.next_state, next_obs),
             batch_index=jnp.zeros_like(tr.batch_index),
@@ -136,6 +155,7 @@ class EngineDerived(DerivedPolicy):
         # How far π_ind is from π before this update: KL(π || π_ind) over the acting samples.
         active = tr.avail.sum(-1) > 1
         metrics["teacher_kl"] = masked_mean(categorical_kl(teacher.logits, logits), active)
+        carry = trajectory.followed.carry
         return DerivedState(learner, carry), {f"ind_{k}": v for k, v in metrics.items()}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -23,6 +24,7 @@ class Transition(NamedTuple):
     carry: jax.Array  # [E, n, h], the actor's GRU state before the step (training replays
     # each chunk of the rollout from it)
     action: jax.Array  # [E, n]
+    logits: jax.Array  # [E, n, A], the masked logits the action was drawn from
     batch_index: jax.Array  # [E, n], the agent's batch in the update sequence at this step
     log_prob: jax.Array  # [E, n], behaviour log-probability
     value: jax.Array  # [E, n], critic value of ``state`` (normalised scale)
@@ -39,12 +41,31 @@ class Distillation(NamedTuple):
     weight: jax.Array  # [T, E], coefficient of KL(teacher || actor); 0 turns it off
 
 
+class Follower(NamedTuple):
+    """A policy that watches a rollout without acting (B2MAPO's π_ind, which learns from π's
+    rollouts): ``step(carry, obs, first, avail) -> (carry, record)`` runs at every env step
+    beside the acting policy, so that its recurrent state needs no second pass over the
+    rollout."""
+
+    step: Callable[[Any, jax.Array, jax.Array, jax.Array], tuple[Any, Any]]
+    carry: Any
+
+
+class Followed(NamedTuple):
+    """What a follower recorded during a rollout, and its state after it."""
+
+    records: Any  # leaves [T, ...]
+    carry: Any
+
+
 class Trajectory(NamedTuple):
-    """A time-major rollout plus the actor's GRU state at its start."""
+    """A time-major rollout plus the actor's GRU state at its start (and what a follower
+    recorded, when one watched)."""
 
     transitions: Transition  # leaves [T, E, ...]
     initial_carry: jax.Array  # [E, n, h]
     distill: Distillation | None = None
+    followed: Followed | None = None
 
 
 class EnvLoopState(NamedTuple):
@@ -80,14 +101,19 @@ def rollout(
     key: jax.Array,
     length: int,
     batch_index: jax.Array,
+    follower: Follower | None = None,
 ) -> tuple[EnvLoopState, Trajectory, EpisodeMetrics]:
     """Run every env ``length`` steps with the current policy and record the transitions;
     ``batch_index`` (``[n]``, or ``[E, n]`` per env) is the partition in force during it."""
     num_envs = loop.first.shape[0]
 
-    def step(loop: EnvLoopState, key: jax.Array) -> tuple[EnvLoopState, tuple]:
+    def step(carry: tuple[EnvLoopState, Any], key: jax.Array) -> tuple[tuple, tuple]:
+        loop, follower_carry = carry
         action_key, env_key = jax.random.split(key)
         ts = loop.timestep
+        record = None
+        if follower is not None:
+            follower_carry, record = follower.step(follower_carry, ts.obs, loop.first, ts.avail)
         carry, action, logits = networks.policy_step(
             params["actor"], loop.carry, ts.obs, loop.first, ts.avail, batch_index, action_key
         )
@@ -103,6 +129,7 @@ def rollout(
             first=loop.first,
             carry=loop.carry,
             action=action,
+            logits=logits,
             batch_index=jnp.broadcast_to(batch_index, action.shape),
             log_prob=categorical_log_prob(logits, action),
             value=value,
@@ -118,8 +145,13 @@ def rollout(
             length_sum=jnp.where(done, next_ts.episode_length, 0).sum(),
             wins=(done & next_ts.won).sum(),
         )
-        return EnvLoopState(env_state, next_ts, done, carry), (transition, episode)
+        next_loop = EnvLoopState(env_state, next_ts, done, carry)
+        return (next_loop, follower_carry), (transition, episode, record)
 
-    new_loop, (transitions, episodes) = jax.lax.scan(step, loop, jax.random.split(key, length))
-    trajectory = Trajectory(transitions, loop.carry)
+    start = (loop, None if follower is None else follower.carry)
+    (new_loop, follower_carry), (transitions, episodes, records) = jax.lax.scan(
+        step, start, jax.random.split(key, length)
+    )
+    followed = None if follower is None else Followed(records, follower_carry)
+    trajectory = Trajectory(transitions, loop.carry, followed=followed)
     return new_loop, trajectory, jax.tree.map(jnp.sum, episodes)

@@ -22,6 +22,7 @@ from b2mapo.rollout import (
     Distillation,
     EnvLoopState,
     EpisodeMetrics,
+    Followed,
     Trajectory,
     reset_envs,
     rollout,
@@ -227,16 +228,26 @@ class Trainer:
         samples a DAG per env, whose layering drives π's acting for the period's steps."""
         cfg, upper = self.cfg, self.upper
         params = state.learner.params
+        derived_params = state.derived.learner.params
 
         def period(carry: tuple, key: jax.Array) -> tuple[tuple, tuple]:
-            loop, upper_carry = carry
+            loop, upper_carry, derived_carry = carry
             act_key, step_key = jax.random.split(key)
             ts = loop.timestep
             next_carry, action, dist, batch_index = upper.act(
                 state.upper.params, upper_carry, ts.obs, ts.state, act_key
             )
+            # π_ind watches π's acting, step by step (its GRU over the rollout).
+            follower = self.derived.follower(derived_params, derived_carry)
             loop, trajectory, episodes = rollout(
-                self.env, self.networks, params, loop, step_key, cfg.dag_period, batch_index
+                self.env,
+                self.networks,
+                params,
+                loop,
+                step_key,
+                cfg.dag_period,
+                batch_index,
+                follower,
             )
             k = jnp.max(batch_index, axis=-1) + 1
             tr = trajectory.transitions
@@ -264,16 +275,23 @@ class Trainer:
                 done=ended,
                 num_batches=k,
             )
-            return (loop, next_carry._replace(reset=ended)), (trajectory, record, episodes)
+            next_carry = next_carry._replace(reset=ended)
+            derived_carry = trajectory.followed.carry
+            return (loop, next_carry, derived_carry), (trajectory, record, episodes)
 
         periods_per_round = cfg.rollout_len // cfg.dag_period
-        (loop, upper_carry), (pieces, periods, episodes) = jax.lax.scan(
+        (loop, upper_carry, derived_carry), (pieces, periods, episodes) = jax.lax.scan(
             period,
-            (state.loop, state.upper_carry),
+            (state.loop, state.upper_carry, state.derived.carry),
             jax.random.split(key, periods_per_round),
         )
-        transitions = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), pieces.transitions)
-        trajectory = Trajectory(transitions, pieces.initial_carry[0])
+
+        def steps(x: jax.Array) -> jax.Array:  # [P, dag_period, ...] -> [T, ...]
+            return x.reshape(-1, *x.shape[2:])
+
+        transitions = jax.tree.map(steps, pieces.transitions)
+        followed = Followed(jax.tree.map(steps, pieces.followed.records), derived_carry)
+        trajectory = Trajectory(transitions, pieces.initial_carry[0], followed=followed)
         return LearnedRollout(
             trajectory, periods, loop, upper_carry, jax.tree.map(jnp.sum, episodes)
         )
@@ -301,15 +319,19 @@ class Trainer:
         upper_learner, upper_metrics = self.upper.update(
             state.upper, collected.periods, state.upper_carry, last_value, upper_key
         )
-        # π_ind distils the updated π: its logits on the actions the rollout took.
-        teacher_logits = self.networks.unroll(
-            learner.params["actor"],
-            trajectory.initial_carry,
-            transitions.obs,
-            transitions.first,
-            transitions.avail,
-            self.networks.preceding(transitions.action, transitions.batch_index),
-        )
+        # π_ind distils π: the logits the rollout's actions were drawn from, or those of the
+        # updated π on the same steps.
+        if cfg.distill_teacher == "behaviour":
+            teacher_logits = transitions.logits
+        else:
+            teacher_logits = self.networks.unroll(
+                learner.params["actor"],
+                trajectory.initial_carry,
+                transitions.obs,
+                transitions.first,
+                transitions.avail,
+                self.networks.preceding(transitions.action, transitions.batch_index),
+            )
         distilling = (state.update % cfg.distill_every) == 0
         weight = jnp.where(distilling, cfg.distill_coef, 0.0)
         teacher = Distillation(teacher_logits, jnp.broadcast_to(weight, transitions.reward.shape))
