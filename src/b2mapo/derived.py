@@ -4,10 +4,11 @@
 on its own history only. π_ind is trained on the rollouts π collects, by its own CTDE
 algorithm, plus the distillation loss ``β · KL(π || π_ind)`` every ``distill_every`` rounds.
 
-The derived policy is an interface (``DerivedPolicy``): ``init``, ``act`` and ``update``
-given the rollout and the teacher's logits. Two implementations ship: MAPPO (centralised
-state critic, the paper's choice and the default) and IPPO (each agent's critic sees only
-its own observation). Both run the same batch-sequential engine at K = 1.
+The derived policy is an interface (``DerivedPolicy``): ``init``, ``act``, ``follower``
+(what watches π's rollout step by step) and ``update`` given the rollout and the teacher's
+logits. Two implementations ship: MAPPO (centralised state critic, the paper's choice and
+the default) and IPPO (each agent's critic sees only its own observation). Both run the
+same batch-sequential engine at K = 1.
 """
 
 from __future__ import annotations
