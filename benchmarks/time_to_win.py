@@ -2,12 +2,13 @@
 
 Each algorithm trains ``--seeds`` seeds side by side in one compiled program (the seed
 ``vmap`` users run with ``--seeds``), from a cold start, compile included. After every chunk
-every seed's executing policy is evaluated greedily on ``--eval-episodes`` episodes (for
-B2MAPO π_ind, and π acting batch by batch on greedy DAGs beside it). For each seed the env
-steps and the wall time at which its win rate first reaches ``--target`` are recorded; an
-algorithm stops when all its seeds have reached it (or at ``--max-steps``; ``--full`` always
-trains to ``--max-steps``, for final win rates). Algorithms run one after another, so their
-wall times are comparable (same machine, same load) and ratios to the first are printed.
+(or every ``--eval-every-chunks`` chunks) every seed's executing policy is evaluated greedily
+on ``--eval-episodes`` episodes (for B2MAPO π_ind, and π acting batch by batch on greedy DAGs
+beside it). For each seed the env steps and the wall time at which its win rate first
+reaches ``--target`` are recorded; an algorithm stops when all its seeds have reached it (or
+at ``--max-steps``; ``--full`` always trains to ``--max-steps``, for final win rates).
+Algorithms run one after another, so their wall times are comparable (same machine, same
+load) and ratios to the first are printed.
 
 Per algorithm the table gives env steps and wall seconds to the target (median and range
 over seeds; a seed that never reached it counts as not reached), the training seconds to it
@@ -22,7 +23,8 @@ An algorithm is a preset name, optionally with overrides: ``NAME=PRESET:FIELD=VA
 
     python benchmarks/time_to_win.py --algos mappo b2mapo --seeds 3            # smax:3m
     python benchmarks/time_to_win.py --env smax:8m_vs_9m --algos mappo b2mapo --seeds 3 \\
-        --max-steps 3000000 --full --out benchmarks/results/8m_vs_9m.json
+        --max-steps 3000000 --full --eval-every-chunks 4 --eval-episodes 64 \\
+        --out benchmarks/results/8m_vs_9m.json
 """
 
 from __future__ import annotations
@@ -93,11 +95,14 @@ def race(name: str, overrides: dict[str, Any], args: argparse.Namespace) -> dict
     reached: list[dict[str, float] | None] = [None] * cfg.seeds
     evals, diagnostics = [], []
     train_s = compile_s  # wall time without the evaluations
-    for _ in range(cfg.num_updates // cfg.updates_per_chunk):
+    num_chunks = cfg.num_updates // cfg.updates_per_chunk
+    for chunk_index in range(1, num_chunks + 1):
         tic = time.perf_counter()
         state, metrics = chunk(state)
         jax.block_until_ready(metrics)
         train_s += time.perf_counter() - tic
+        if chunk_index % args.eval_every_chunks and chunk_index < num_chunks:
+            continue
         update = int(np.asarray(state.update).max())
         keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(
             trainer.seed_keys(EVAL_SEED_OFFSET), update
@@ -165,10 +170,19 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=0.8)
     parser.add_argument("--max-steps", type=int, default=1_500_000)
     parser.add_argument("--eval-episodes", type=int, default=128)
+    parser.add_argument(
+        "--eval-every-chunks",
+        type=int,
+        default=1,
+        help="evaluate after every this many chunks (and after the last); the steps to the"
+        " target are then only as fine as this",
+    )
     parser.add_argument("--full", action="store_true", help="always train to --max-steps")
     parser.add_argument("--verbose", action="store_true", help="print every evaluation")
     parser.add_argument("--out", default="benchmarks/results/time_to_win.json")
     args = parser.parse_args()
+    if args.eval_every_chunks < 1:
+        parser.error(f"--eval-every-chunks must be at least 1, got {args.eval_every_chunks}")
 
     console = Console(width=180)  # a wide table, also when piped
     results = []
