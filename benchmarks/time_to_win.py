@@ -190,6 +190,7 @@ def main() -> None:
         name, overrides = parse_algo(text)
         result = race(name, overrides, args)
         results.append(result)
+        write_results(args, results)  # a long run cut short keeps the algorithms it finished
         steps = spread([r and r["env_steps"] for r in result["reached"]])
         console.print(
             f"{name}: steps to target {steps[1]}, final π {mean_std(result['final_win_rate'])}"
@@ -241,11 +242,18 @@ def main() -> None:
             " ".join(f"{k}={v:.3g}" for k, v in last.items() if k != "win_rate"),
         )
     console.print(table)
+    console.print(f"wrote {write_results(args, results)}")
+
+
+def write_results(args: argparse.Namespace, results: list[dict[str, Any]]) -> Path:
+    """Write the arguments, the results so far and the machine to ``--out`` atomically."""
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     payload = {"args": vars(args), "results": results, "machine": machine_info()}
-    out.write_text(json.dumps(payload, indent=2))
-    console.print(f"wrote {out}")
+    partial = out.with_suffix(".partial")
+    partial.write_text(json.dumps(payload, indent=2))
+    partial.replace(out)
+    return out
 
 
 if __name__ == "__main__":
