@@ -21,6 +21,7 @@ from rich.table import Table
 from b2mapo import checkpoint
 from b2mapo.checkpoint import atomic_write
 from b2mapo.config import ConfigError, TrainConfig
+from b2mapo.exported import compile_chunk
 from b2mapo.policy import load_state
 from b2mapo.train import RunnerState, Trainer
 
@@ -265,7 +266,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> Summary:
 
     state = shard_over_seeds(state, cfg.seeds)
     start = time.perf_counter()
-    chunk = trainer.chunk.lower(state).compile()
+    chunk = compile_chunk(trainer, state)
     compile_seconds = time.perf_counter() - start
 
     updates_per_chunk, total_updates = cfg.updates_per_chunk, cfg.num_updates
