@@ -307,19 +307,6 @@ class Networks:
         The same function as ``act`` step by step, but the input layers and the policy head
         run once over the whole sequence; only the GRU's hidden update is sequential.
         """
-        return self.replay(actor_params, carry, obs, first, avail, preceding)[1]
-
-    def replay(
-        self,
-        actor_params: Params,
-        carry: jax.Array,
-        obs: jax.Array,
-        first: jax.Array,
-        avail: jax.Array,
-        preceding: jax.Array | None = None,
-    ) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """``unroll`` that also returns the GRU state after the sequence ``[B, n, h]`` and the
-        state before every step ``[T, B, n, h]`` (what a rollout stores for training)."""
         first = jnp.broadcast_to(first[..., None], obs.shape[:3])
         obs = with_agent_id(obs)
         encode = self._per_agent(RecurrentActor.encode, 2, obs)
@@ -327,12 +314,11 @@ class Networks:
         recur = self._per_agent(RecurrentActor.recur, 1, carry, input_gates[0], first[0])
 
         def step(c: jax.Array, inputs: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, tuple]:
-            new, features = recur(actor_params, c, *inputs)
-            return new, (features, c)
+            return recur(actor_params, c, *inputs)
 
-        final, (features, before) = jax.lax.scan(step, carry, (input_gates, first))
+        _, features = jax.lax.scan(step, carry, (input_gates, first))
         head = self._per_agent(RecurrentActor.head, 2, features, avail, preceding)
-        return final, head(actor_params, features, avail, preceding), before
+        return head(actor_params, features, avail, preceding)
 
     def unit_logits(
         self,
