@@ -42,6 +42,7 @@ from rich.console import Console
 from rich.table import Table
 from timing import machine_info
 
+from b2mapo.checkpoint import atomic_write
 from b2mapo.config import resolve
 from b2mapo.runner import EVAL_SEED_OFFSET
 from b2mapo.train import Trainer
@@ -248,11 +249,8 @@ def main() -> None:
 def write_results(args: argparse.Namespace, results: list[dict[str, Any]]) -> Path:
     """Write the arguments, the results so far and the machine to ``--out`` atomically."""
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     payload = {"args": vars(args), "results": results, "machine": machine_info()}
-    partial = out.with_suffix(".partial")
-    partial.write_text(json.dumps(payload, indent=2))
-    partial.replace(out)
+    atomic_write(out, json.dumps(payload, indent=2).encode())
     return out
 
 

@@ -77,9 +77,7 @@ def _load(path: Path) -> jax.export.Exported | None:
     """The exported chunk at ``path``, or None if there is none or it does not load."""
     try:
         return jax.export.deserialize(bytearray(path.read_bytes()))
-    except FileNotFoundError:
-        return None
-    except Exception:  # a truncated or foreign file is a cache miss, rewritten below
+    except Exception:  # missing, truncated or foreign: a cache miss, rewritten by the caller
         return None
 
 
