@@ -20,9 +20,11 @@ import pytest
 
 from b2mapo.envs import REGISTRY, Env, EnvSpec, TimeStep, UnknownEnvError, make_env
 from b2mapo.envs.core import WrappedState
+from b2mapo.envs.probes import TargetWalk
 
 NAMES = list(REGISTRY)
 MPE_NAMES = [name for name in NAMES if name.startswith("mpe:")]
+PROBE_NAMES = [name for name in NAMES if name.startswith("probe:")]
 # The quick set checks one map of each kind: homogeneous, mixed unit types, SMACv2's
 # procedural units, the two maps b2mapo composes itself, MPE and the probe. SMAX maps differ
 # only in their unit lists, and each costs a SMAX compile (about 15 s), so the other maps run
@@ -34,7 +36,7 @@ QUICK_NAMES = {
     "smax:8m_vs_9m",
     "smax:6z_vs_24zg",
     *MPE_NAMES,
-    "probe:climbing",
+    *PROBE_NAMES,
 }
 MAPS = [
     name if name in QUICK_NAMES else pytest.param(name, marks=pytest.mark.slow) for name in NAMES
@@ -92,6 +94,22 @@ def _random_available(rng: np.random.Generator, avail: np.ndarray) -> np.ndarray
     """A uniformly random available action per agent ([n, A] mask -> [n] int32)."""
     scores = np.where(avail, rng.random(avail.shape), -1.0)
     return np.argmax(scores, axis=-1).astype(np.int32)
+
+
+def _walk_cells(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """probe:walk's cells and targets, read off its one-hot observations [..., 2 * cells]."""
+    cells = obs.shape[-1] // 2
+    return obs[..., :cells].argmax(-1), obs[..., cells:].argmax(-1)
+
+
+def _walk_avail(obs: np.ndarray) -> np.ndarray:
+    """probe:walk's mask, from first principles: on its target an agent may only stay, else it
+    may make every move that keeps it on the line."""
+    cell, target = _walk_cells(obs)
+    landing = cell[..., None] + np.asarray(TargetWalk.MOVES)
+    on_line = (landing >= 0) & (landing < obs.shape[-1] // 2)
+    stay_only = np.asarray(TargetWalk.MOVES) == 0
+    return np.where((cell == target)[..., None], stay_only, on_line)
 
 
 @functools.cache
@@ -168,10 +186,16 @@ def test_timestep_shapes_and_dtypes(name: str) -> None:
 @pytest.mark.parametrize("name", MAPS)
 def test_available_actions(name: str) -> None:
     """Every agent has an available action; in SMAX a dead ally can only stop, a live one can
-    always move and stop; elsewhere (MPE, probes) every action is always available."""
+    always move and stop; in probe:walk an agent on its target can only stay, others every
+    move that stays on the line; elsewhere (MPE, climbing) every action is always available."""
     ro = _rollout(name)
     avail = np.concatenate([ro.reset.avail[None], ro.steps.avail])  # [T+1, B, n, A]
     assert np.all(avail.any(axis=-1))
+    if name == "probe:walk":
+        obs = np.concatenate([ro.reset.obs[None], ro.steps.obs])
+        np.testing.assert_array_equal(avail, _walk_avail(obs))
+        assert not np.all(avail)
+        return
     if not name.startswith("smax:"):
         assert np.all(avail)
         return
@@ -213,6 +237,9 @@ def test_episode_bookkeeping_and_flags(name: str) -> None:
 
     if name in MPE_NAMES:
         assert not np.any(steps.won) and not np.any(steps.terminated)
+    elif name == "probe:walk":  # all arrived is a win, each arrival pays 1/n
+        np.testing.assert_array_equal(steps.won, steps.terminated)
+        np.testing.assert_allclose(steps.episode_return[steps.won], 1.0, rtol=1e-6)
     elif name.startswith("smax:"):
         np.testing.assert_array_equal(steps.won, steps.reward >= WON_BATTLE_BONUS)
 
@@ -224,7 +251,7 @@ def test_episode_limit(name: str) -> None:
     limit, steps = ro.spec.episode_limit, ro.steps
     longest = int(steps.episode_length.max())
     assert longest <= limit, f"spec.episode_limit is {limit} but an episode lasted {longest}"
-    if name.startswith(("smax:", "mpe:")):  # probes end by termination only
+    if name != "probe:climbing":  # a one-step game ends by termination only
         assert np.any(steps.truncated)
     np.testing.assert_array_equal(steps.episode_length[steps.truncated], limit)
     reached = steps.episode_length == limit
@@ -337,3 +364,34 @@ def test_only_the_wrapped_jaxmarl_environments_load_and_jaxmarl_still_imports() 
     lines = result.stdout.splitlines()
     assert lines[0] == "[]"
     assert lines[-1] == "True SimpleSpreadMPE"
+
+
+def test_walking_to_the_targets_wins_probe_walk() -> None:
+    """In probe:walk, agents that head straight for their targets (two cells a step while
+    they can) all arrive within three steps: a terminated, won episode of return 1 whose
+    next observation is a fresh episode's; an unavailable move leaves an agent in place."""
+    env, step = _env_and_step("probe:walk")
+    moves = np.asarray(TargetWalk.MOVES)
+    for seed in range(8):
+        key = jax.random.PRNGKey(seed)
+        state, timestep = env.reset(key)
+        for t in range(3):
+            cell, target = _walk_cells(np.asarray(timestep.obs))
+            wanted = np.clip(target - cell, -2, 2)
+            actions = np.argmax(moves == wanted[:, None], axis=1).astype(np.int32)
+            state, timestep = step(jax.random.fold_in(key, t), state, jnp.asarray(actions))
+            if bool(timestep.done):
+                break
+        assert bool(timestep.won) and bool(timestep.terminated), seed
+        assert float(timestep.episode_return) == pytest.approx(1.0)
+        assert int(timestep.episode_length) == t + 1
+        cell, target = _walk_cells(np.asarray(timestep.obs))
+        assert np.all(cell != target)  # the next episode starts with nobody arrived
+
+    state, _ = env.reset(jax.random.PRNGKey(0))
+    cell = jnp.array([0, 5, 1], jnp.int32)
+    state = state._replace(cell=cell, target=jnp.array([3, 2, 4], jnp.int32))
+    off_line = jnp.array([3, 4, 3], jnp.int32)  # -2, +2, -2: each would leave the line
+    _, timestep = step(jax.random.PRNGKey(1), state, off_line)
+    np.testing.assert_array_equal(_walk_cells(np.asarray(timestep.obs))[0], cell)
+    assert not bool(timestep.done) and float(timestep.reward) == 0.0
