@@ -16,6 +16,7 @@ from b2mapo.dag import log_prob
 from b2mapo.derived import DerivedState, make_derived
 from b2mapo.engine import LearnerState, batch_sequential_update, init_learner
 from b2mapo.envs import make_env
+from b2mapo.envs.core import TimeStep
 from b2mapo.networks import Networks, Params
 from b2mapo.partition import Partitioner, make_partitioner, single
 from b2mapo.rollout import (
@@ -116,9 +117,7 @@ class Trainer:
         self._init = jax.jit(self._over_seeds(self._init_one, (0,)))
         self.chunk = jax.jit(self._over_seeds(self._chunk_one, (0,)))
         # ``greedy`` is traced: greedy and sampled evaluation share one compiled program.
-        self.evaluate = jax.jit(
-            self._over_seeds(self._evaluate_one, (0, 0, None, None)), static_argnums=(3,)
-        )
+        self.evaluate = jax.jit(self._evaluate, static_argnums=(3,))
 
     def _over_seeds(self, fn: Callable[..., Any], in_axes: tuple[int | None, ...]) -> Callable:
         """``fn`` mapped over the leading seed axis of the arguments marked 0 in ``in_axes``.
@@ -352,40 +351,46 @@ class Trainer:
     def _chunk_one(self, state: RunnerState) -> tuple[RunnerState, dict[str, jax.Array]]:
         return jax.lax.scan(self._round, state, None, self.cfg.updates_per_chunk)
 
-    def _evaluate_one(
-        self, policies: Policies, key: jax.Array, greedy: jax.Array, joint: bool
+    def _evaluate(
+        self, policies: Policies, keys: jax.Array, greedy: jax.Array, joint: bool
     ) -> dict[str, EvalResult]:
-        """Play ``eval_episodes`` episodes in parallel envs and score the first one of each.
+        """Play ``eval_episodes`` episodes per seed in parallel envs and score the first one
+        of each.
 
         Key ``""`` is the policy that executes: π, or π_ind for B2MAPO. For B2MAPO with
         ``joint``, key ``"joint_"`` also scores π acting batch by batch on sampled DAGs.
         """
         if not self.learned:
-            return {"": self._play_joint(policies, key, greedy)}
-        derived_key, joint_key = jax.random.split(key)
-        results = {"": self._play_derived(policies.derived, derived_key, greedy)}
+            return {"": self._play(self._joint_player(), policies, keys, greedy)}
+        derived_keys, joint_keys = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
+        results = {"": self._play(self._derived_player(), policies, derived_keys, greedy)}
         if joint:
-            results["joint_"] = self._play_joint(policies, joint_key, greedy)
+            results["joint_"] = self._play(self._joint_player(), policies, joint_keys, greedy)
         return results
 
-    def _play_derived(self, params: dict[str, Params], key: jax.Array, greedy: jax.Array):
-        carry = self.networks.initial_carry((self.cfg.eval_episodes,))
+    def _derived_player(self) -> Player:
+        """π_ind acting on its own histories."""
 
-        def act(carry, ts, first, step, key):
-            return self.derived.act(params, carry, ts.obs, first, ts.avail, key, greedy)
+        def start(policies: Policies, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+            return self.networks.initial_carry((self.cfg.eval_episodes,)), key
 
-        return self._play(act, carry, key)
+        def act(policies, carry, ts, first, step, key, greedy):
+            return self.derived.act(policies.derived, carry, ts.obs, first, ts.avail, key, greedy)
 
-    def _play_joint(self, policies: Policies, key: jax.Array, greedy: jax.Array) -> EvalResult:
+        return Player(start, act)
+
+    def _joint_player(self) -> Player:
         """π acting batch by batch: on a fixed partition, or on a DAG every ``dag_period``."""
         episodes, n = self.cfg.eval_episodes, self.env.spec.num_agents
-        partition_key, key = jax.random.split(key)
-        fixed = self.partitioner.partition(partition_key, jnp.zeros((n,)))
-        batch_index = jnp.broadcast_to(fixed, (episodes, n))
-        upper_carry = self.upper.initial_carry(episodes) if self.learned else None
-        carry = (self.networks.initial_carry((episodes,)), upper_carry, batch_index)
 
-        def act(carry, ts, first, step, key):
+        def start(policies: Policies, key: jax.Array) -> tuple[tuple, jax.Array]:
+            partition_key, key = jax.random.split(key)
+            fixed = self.partitioner.partition(partition_key, jnp.zeros((n,)))
+            batch_index = jnp.broadcast_to(fixed, (episodes, n))
+            upper_carry = self.upper.initial_carry(episodes) if self.learned else None
+            return (self.networks.initial_carry((episodes,)), upper_carry, batch_index), key
+
+        def act(policies, carry, ts, first, step, key, greedy):
             actor_carry, upper_carry, batch_index = carry
             dag_key, action_key = jax.random.split(key)
             if self.learned:
@@ -397,8 +402,9 @@ class Trainer:
                     )
                     return stepped, sampled
 
-                # The step index is the same for every seed, so under the seed vmap this stays
-                # a branch: the generator runs at period boundaries only.
+                # The step index is the same for every seed (the evaluation loop runs outside
+                # the seed vmap), so this stays a branch: the generator runs at period
+                # boundaries only.
                 upper_carry, batch_index = jax.lax.cond(
                     step % self.cfg.dag_period == 0,
                     new_dag,
@@ -418,37 +424,85 @@ class Trainer:
             )
             return (actor_carry, upper_carry, batch_index), action
 
-        return self._play(act, carry, key)
+        return Player(start, act)
 
-    def _play(self, act, carry, key: jax.Array) -> EvalResult:
-        """Run ``act(carry, timestep, first, step, key) -> (carry, actions)`` in
-        ``eval_episodes`` envs for one episode length and score each env's first episode."""
-        episodes = self.cfg.eval_episodes
-        reset_key, key = jax.random.split(key)
-        env_state, ts = jax.vmap(self.env.reset)(jax.random.split(reset_key, episodes))
-        zeros = jnp.zeros((episodes,))
-        finished = jnp.zeros((episodes,), bool)
+    def _play(
+        self, player: Player, policies: Policies, keys: jax.Array, greedy: jax.Array
+    ) -> EvalResult:
+        """Run ``player`` in ``eval_episodes`` envs per seed until every env's first episode
+        has ended (at most one episode length) and score those episodes.
 
-        def step(loop: tuple, inputs: tuple) -> tuple[tuple, None]:
-            carry, env_state, ts, first, finished, won, ret, length = loop
-            index, key = inputs
-            action_key, env_key = jax.random.split(key)
-            carry, action = act(carry, ts, first, index, action_key)
-            env_state, ts = jax.vmap(self.env.step)(
-                jax.random.split(env_key, episodes), env_state, action
+        The loop over steps runs outside the seed vmap and stops as soon as all seeds'
+        episodes are over: evaluation episodes are usually much shorter than the time limit.
+        """
+        episodes, limit = self.cfg.eval_episodes, self.env.spec.episode_limit
+
+        def begin(policies: Policies, key: jax.Array) -> Playing:
+            carry, key = player.start(policies, key)
+            reset_key, key = jax.random.split(key)
+            env_state, ts = jax.vmap(self.env.reset)(jax.random.split(reset_key, episodes))
+            no = jnp.zeros((episodes,), bool)
+            zeros = jnp.zeros((episodes,))
+            first = jnp.ones((episodes,), bool)
+            steps = jax.random.split(key, limit)
+            return Playing(carry, env_state, ts, first, no, no, zeros, zeros, steps)
+
+        def advance(policies: Policies, playing: Playing, index: jax.Array, greedy) -> Playing:
+            action_key, env_key = jax.random.split(playing.step_keys[index])
+            carry, action = player.act(
+                policies, playing.carry, playing.timestep, playing.first, index, action_key, greedy
             )
-            ends_now = ts.done & ~finished
-            won = jnp.where(ends_now, ts.won, won)
-            ret = jnp.where(ends_now, ts.episode_return, ret)
-            length = jnp.where(ends_now, ts.episode_length, length)
-            return (carry, env_state, ts, ts.done, finished | ts.done, won, ret, length), None
+            env_state, ts = jax.vmap(self.env.step)(
+                jax.random.split(env_key, episodes), playing.env_state, action
+            )
+            ends_now = ts.done & ~playing.finished
+            return playing._replace(
+                carry=carry,
+                env_state=env_state,
+                timestep=ts,
+                first=ts.done,
+                finished=playing.finished | ts.done,
+                won=jnp.where(ends_now, ts.won, playing.won),
+                episode_return=jnp.where(ends_now, ts.episode_return, playing.episode_return),
+                episode_length=jnp.where(ends_now, ts.episode_length, playing.episode_length),
+            )
 
-        first = jnp.ones((episodes,), bool)
-        loop = (carry, env_state, ts, first, finished, finished, zeros, zeros)
-        limit = self.env.spec.episode_limit
-        inputs = (jnp.arange(limit), jax.random.split(key, limit))
-        (*_, won, ret, length), _ = jax.lax.scan(step, loop, inputs)
-        return EvalResult(won, ret, length)
+        step_all = self._over_seeds(advance, (0, 0, None, None))
+
+        def running(loop: tuple[jax.Array, Playing]) -> jax.Array:
+            index, playing = loop
+            return (index < limit) & ~jnp.all(playing.finished)
+
+        def step(loop: tuple[jax.Array, Playing]) -> tuple[jax.Array, Playing]:
+            index, playing = loop
+            return index + 1, step_all(policies, playing, index, greedy)
+
+        playing = self._over_seeds(begin, (0, 0))(policies, keys)
+        _, playing = jax.lax.while_loop(running, step, (jnp.int32(0), playing))
+        return EvalResult(playing.won, playing.episode_return, playing.episode_length)
+
+
+class Player(NamedTuple):
+    """A policy as evaluation plays it, per seed: ``start(policies, key) -> (carry, key)``
+    and ``act(policies, carry, timestep, first, step, key, greedy) -> (carry, actions)``."""
+
+    start: Callable[[Policies, jax.Array], tuple[Any, jax.Array]]
+    act: Callable[..., tuple[Any, jax.Array]]
+
+
+class Playing(NamedTuple):
+    """One seed's evaluation in progress (leaves ``[episodes, ...]``): the first episode of
+    each env is scored, later ones only keep the envs stepping."""
+
+    carry: Any
+    env_state: Any
+    timestep: TimeStep
+    first: jax.Array
+    finished: jax.Array
+    won: jax.Array
+    episode_return: jax.Array
+    episode_length: jax.Array
+    step_keys: jax.Array  # [episode_limit, key], one per step
 
 
 def _episode_metrics(episodes: EpisodeMetrics) -> dict[str, jax.Array]:
