@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import fcntl
 import gc
 import os
 import shutil
@@ -17,25 +18,40 @@ import pytest
 from b2mapo.config import TrainConfig, resolve
 from b2mapo.runner import train
 
-_CACHE_VARIABLE = "B2MAPO_TESTS_XLA_CACHE"
+_SESSION_VARIABLE = "B2MAPO_TESTS_SESSION_DIR"
 
 
-def _session_cache_dir() -> str:
-    """A JAX compilation cache for this test session alone, shared by its xdist workers.
+def _session_dir() -> Path:
+    """A directory for this test session alone, shared by its xdist workers: the JAX
+    compilation cache (``xla/``) and the runs trained once for all workers.
 
     Tests that build the same trainer (the tiny sizes below, the same algorithm) share its
-    compiled programs through it, also across workers: the main process makes the directory
-    and removes it at exit; workers, which inherit its environment, only use it.
+    compiled programs through the cache, also across workers: the main process makes the
+    directory and removes it at exit; workers, which inherit its environment, only use it.
     """
-    if os.environ.get("PYTEST_XDIST_WORKER") is None or _CACHE_VARIABLE not in os.environ:
-        path = tempfile.mkdtemp(prefix="b2mapo-tests-xla-")
+    if os.environ.get("PYTEST_XDIST_WORKER") is None or _SESSION_VARIABLE not in os.environ:
+        path = tempfile.mkdtemp(prefix="b2mapo-tests-")
         atexit.register(shutil.rmtree, path, ignore_errors=True)
-        os.environ[_CACHE_VARIABLE] = path
-    return os.environ[_CACHE_VARIABLE]
+        os.environ[_SESSION_VARIABLE] = path
+    return Path(os.environ[_SESSION_VARIABLE])
 
 
+SESSION_DIR = _session_dir()
 # Set before any compilation: JAX decides once, at its first compile, whether a cache is in use.
-jax.config.update("jax_compilation_cache_dir", _session_cache_dir())
+jax.config.update("jax_compilation_cache_dir", str(SESSION_DIR / "xla"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Hand out the longest work first: the learning smoke tests, then the users of
+    ``b2mapo_run``. xdist sends each worker a first run of consecutive tests, so these land
+    on one worker (which trains the run once) and quick tests fill in at the end."""
+
+    def rank(item: pytest.Item) -> int:
+        if item.get_closest_marker("smoke"):
+            return 0
+        return 1 if "b2mapo_run" in getattr(item, "fixturenames", ()) else 2
+
+    items.sort(key=rank)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -58,9 +74,11 @@ def _collect_garbage() -> Iterator[None]:
     gc.collect()
 
 
-# Sizes small enough to compile and run a whole training run in seconds.
+# Sizes small enough to compile and run a whole training run in seconds, on probe:walk (three
+# agents, masks, wins, 8-step episodes), which compiles in a fraction of SMAX's time: the
+# machinery tests do not test SMAX, whose contract tests/test_envs.py checks.
 TINY: dict[str, Any] = {
-    "env": "smax:3m",
+    "env": "probe:walk",
     "num_envs": 4,
     "rollout_len": 8,
     "recurrent_chunk": 4,
@@ -72,7 +90,6 @@ TINY: dict[str, Any] = {
     "eval_every": 2,
     "eval_episodes": 2,
     "final_eval_episodes": 2,
-    "episode_limit": 20,
 }
 
 
@@ -88,8 +105,16 @@ def tiny_config(tmp_path: Path):
 
 
 @pytest.fixture(scope="session")
-def b2mapo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny trained B2MAPO run (periods of 4 steps), trained once for the whole session."""
-    run_dir = tmp_path_factory.mktemp("b2mapo") / "run"
-    train(resolve({**TINY, "algo": "b2mapo", "dag_period": 4, "out": str(run_dir)}))
+def b2mapo_run() -> Path:
+    """A tiny trained B2MAPO run (periods of 4 steps), trained once for the whole session.
+
+    Session fixtures are per xdist worker: the run lives in the session directory, and a
+    worker that needs it while another trains it waits for that run instead of training its own.
+    """
+    run_dir = SESSION_DIR / "b2mapo-run"
+    with (SESSION_DIR / "b2mapo-run.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not (run_dir / "summary.json").exists():  # written last, atomically
+            shutil.rmtree(run_dir, ignore_errors=True)  # what a crashed worker left
+            train(resolve({**TINY, "algo": "b2mapo", "dag_period": 4, "out": str(run_dir)}))
     return run_dir

@@ -120,7 +120,7 @@ def test_derived_policy_acts_on_its_own_observation_only(b2mapo) -> None:
     assert not derived.networks.condition_on_actions
 
 
-@pytest.mark.parametrize("derived", ["mappo", "ippo"])
+@pytest.mark.parametrize("derived", ["mappo", pytest.param("ippo", marks=pytest.mark.slow)])
 def test_distillation_lowers_kl_to_the_joint_policy(b2mapo, derived: str) -> None:
     """On a fixed rollout and teacher, π_ind updates with the distillation loss bring
     KL(teacher || π_ind) down, and further than the same updates without it."""

@@ -71,6 +71,8 @@ def test_envs_lists_the_registry_quietly(tmp_path: Path) -> None:
 
 TINY_TRAIN = [
     "train",
+    "--env",
+    "probe:walk",
     "--num-envs",
     "4",
     "--rollout-len",
@@ -87,8 +89,6 @@ TINY_TRAIN = [
     "0",
     "--final-eval-episodes",
     "2",
-    "--episode-limit",
-    "20",
 ]
 
 

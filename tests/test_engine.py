@@ -111,12 +111,16 @@ def leaves_per_agent(tree, n: int) -> list[np.ndarray]:
     return [np.asarray(x).reshape(n, -1) for x in jax.tree.leaves(tree) if np.ndim(x) >= 1]
 
 
+# The config of the two stage checks below: they share one compiled stage.
+STAGE_CHECK = {"rollout_len": 16, "partition": "random_k"}
+
+
 @pytest.mark.parametrize("stage", [0, pytest.param(1, marks=pytest.mark.slow)])
 def test_only_the_stage_agents_change(tiny_config, stage: int) -> None:
     """With independent parameters, stage k changes exactly the parameters of batch k, and
     every other agent keeps bit-identical parameters and optimiser state (own Adam moments
     and step count)."""
-    cfg = tiny_config(rollout_len=16, share_params=False, partition="random_k")
+    cfg = tiny_config(**STAGE_CHECK, share_params=False)
     batch_index = jnp.array([0, 1, 0], jnp.int32)
     trainer, learner, trajectory = collect(cfg, batch_index)
     partitioner = make_partitioner("random_k", 3, 2)
@@ -142,7 +146,7 @@ def test_only_the_stage_agents_change(tiny_config, stage: int) -> None:
 def test_stage_without_samples_changes_nothing(tiny_config, share_params: bool) -> None:
     """A stage (or minibatch) that holds no sample takes no optimiser step: parameters,
     Adam state and value normaliser stay bit-identical."""
-    cfg = tiny_config(rollout_len=16, share_params=share_params, algo="b2mapo-fixed")
+    cfg = tiny_config(**STAGE_CHECK, share_params=share_params)
     trainer, learner, trajectory = collect(cfg, jnp.array([0, 1, 0], jnp.int32))
     partitioner = make_partitioner("random_k", 3, 2)
     ctx = prepare_round(learner, trajectory, jax.random.PRNGKey(0), partitioner, cfg)
@@ -172,7 +176,7 @@ def random_batch_index(key, trajectory, n: int, chunk: int, num_batches: int) ->
 @pytest.mark.parametrize(
     ("algo", "share_params", "varying"),
     [
-        ("a2po", True, False),
+        pytest.param("a2po", True, False, marks=pytest.mark.slow),
         pytest.param("happo", False, False, marks=pytest.mark.slow),
         pytest.param("b2mapo-fixed", True, False, marks=pytest.mark.slow),
         pytest.param("b2mapo-fixed", True, True, marks=pytest.mark.slow),

@@ -9,11 +9,15 @@ import numpy as np
 
 from b2mapo import exported
 from b2mapo.exported import EXPORT_DIR, compile_chunk
-from b2mapo.train import Trainer
+from b2mapo.train import RunnerState, Trainer
 
 
-def _exported_files() -> set[Path]:
-    return set((Path(jax.config.jax_compilation_cache_dir) / EXPORT_DIR).glob("*.jaxexport"))
+def _exported_path(trainer: Trainer, state: RunnerState) -> Path:
+    """Where ``compile_chunk`` keeps the exported chunk of ``trainer`` for states like ``state``
+    (its own file: other workers export theirs meanwhile)."""
+    leaves, treedef = jax.tree.flatten(state)
+    name = f"{exported.program_key(trainer, leaves, treedef)}.jaxexport"
+    return Path(jax.config.jax_compilation_cache_dir) / EXPORT_DIR / name
 
 
 def test_a_second_trainer_of_the_config_loads_the_chunk_without_tracing(
@@ -32,9 +36,10 @@ def test_a_second_trainer_of_the_config_loads_the_chunk_without_tracing(
     cfg = tiny_config(hidden_size=6, seeds=2)  # sizes no other test uses: a fresh key
     first = Trainer(cfg)
     state = first.init()
-    before = _exported_files()
+    path = _exported_path(first, state)
+    assert not path.exists()
     compile_chunk(first, state)
-    assert len(_exported_files() - before) == 1
+    assert path.exists()
     traces = len(traced)
 
     second = Trainer(cfg)
@@ -51,9 +56,7 @@ def test_an_unreadable_exported_chunk_is_a_cache_miss(tiny_config) -> None:
     cfg = tiny_config(hidden_size=5)
     trainer = Trainer(cfg)
     state = trainer.init()
-    leaves, treedef = jax.tree.flatten(state)
-    path = Path(jax.config.jax_compilation_cache_dir) / EXPORT_DIR
-    path = path / f"{exported.program_key(trainer, leaves, treedef)}.jaxexport"
+    path = _exported_path(trainer, state)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"truncated")
     chunk = compile_chunk(trainer, state)
@@ -69,6 +72,6 @@ def test_a_trainer_subclass_is_traced_not_cached(tiny_config) -> None:
         pass
 
     trainer = Custom(tiny_config(hidden_size=7))
-    before = _exported_files()
-    compile_chunk(trainer, trainer.init())
-    assert _exported_files() == before
+    state = trainer.init()
+    compile_chunk(trainer, state)
+    assert not _exported_path(trainer, state).exists()

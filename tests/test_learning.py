@@ -12,6 +12,7 @@ from b2mapo.train import Trainer
 # The library defaults, spelled out so that a change of defaults does not silently change
 # what these tests promise; evaluation only at the end, on 128 episodes.
 LEARNING = {
+    "env": "smax:3m",
     "num_envs": 64,
     "rollout_len": 64,
     "epochs": 4,

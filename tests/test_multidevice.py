@@ -17,8 +17,8 @@ from b2mapo.config import resolve
 from b2mapo.runner import shard_over_seeds
 from b2mapo.train import Trainer
 
-cfg = resolve(dict(num_envs=4, rollout_len=8, epochs=1, minibatches=2, hidden_size=8,
-                   updates_per_chunk=2, seeds=2, episode_limit=20, algo=sys.argv[2],
+cfg = resolve(dict(env="probe:walk", num_envs=4, rollout_len=8, epochs=1, minibatches=2,
+                   hidden_size=8, updates_per_chunk=2, seeds=2, algo=sys.argv[2],
                    dag_period=4, recurrent_chunk=4))
 trainer = Trainer(cfg)
 state = shard_over_seeds(trainer.init(), cfg.seeds)

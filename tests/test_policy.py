@@ -53,7 +53,9 @@ def test_load_policy_reproduces_the_evaluation_of_its_checkpoint(b2mapo_run: Pat
     assert policy.update == update > 0
     key = jax.random.PRNGKey(11)
     expected = trainer.evaluate(trainer.policies(state), key[None], True, False)[""]
-    win_rate, episode_return = _play_like_evaluation(policy, key, trainer.cfg.eval_episodes)
+    derived_key, _ = jax.random.split(key)  # evaluation plays π_ind on the first half of its key
+    episodes = trainer.cfg.eval_episodes
+    win_rate, episode_return = _play_like_evaluation(policy, derived_key, episodes)
     assert float(win_rate) == pytest.approx(float(expected.won[0].mean()))
     assert float(episode_return) == pytest.approx(
         float(expected.episode_return[0].mean()), rel=1e-5
