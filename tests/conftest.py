@@ -40,6 +40,12 @@ SESSION_DIR = _session_dir()
 # Set before any compilation: JAX decides once, at its first compile, whether a cache is in use.
 jax.config.update("jax_compilation_cache_dir", str(SESSION_DIR / "xla"))
 
+# The quick tests run tiny programs once: compiled with most of XLA's optimisations off, they
+# compile in about half the time (also in the CLI's and multi-device checks' subprocesses,
+# through the environment). See ``_optimised_where_it_matters`` for the exceptions.
+os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
+jax.config.update("jax_disable_most_optimizations", True)
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Hand out the longest work first: the learning smoke tests, then the users of
@@ -52,6 +58,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return 1 if "b2mapo_run" in getattr(item, "fixturenames", ()) else 2
 
     items.sort(key=rank)
+
+
+@pytest.fixture(autouse=True)
+def _optimised_where_it_matters(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Learning tests (``slow``, ``smoke``) train for minutes, and ``optimised`` tests check
+    XLA's optimised code itself: these compile with XLA's optimisations, as users' runs do."""
+    if not any(request.node.get_closest_marker(m) for m in ("slow", "smoke", "optimised")):
+        yield
+        return
+    jax.config.update("jax_disable_most_optimizations", False)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_disable_most_optimizations", True)
 
 
 @pytest.fixture(autouse=True, scope="module")
