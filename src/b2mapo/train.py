@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any, NamedTuple, TypeVar
 
 import jax
@@ -444,8 +445,8 @@ class Trainer:
             no = jnp.zeros((episodes,), bool)
             zeros = jnp.zeros((episodes,))
             first = jnp.ones((episodes,), bool)
-            steps = jax.random.split(key, limit)
-            return Playing(carry, env_state, ts, first, no, no, zeros, zeros, steps)
+            scored = EvalResult(no, zeros, zeros)
+            return Playing(carry, env_state, ts, first, no, scored, jax.random.split(key, limit))
 
         def advance(policies: Policies, playing: Playing, index: jax.Array, greedy) -> Playing:
             action_key, env_key = jax.random.split(playing.step_keys[index])
@@ -456,15 +457,14 @@ class Trainer:
                 jax.random.split(env_key, episodes), playing.env_state, action
             )
             ends_now = ts.done & ~playing.finished
+            ended = EvalResult(ts.won, ts.episode_return, ts.episode_length)
             return playing._replace(
                 carry=carry,
                 env_state=env_state,
                 timestep=ts,
                 first=ts.done,
                 finished=playing.finished | ts.done,
-                won=jnp.where(ends_now, ts.won, playing.won),
-                episode_return=jnp.where(ends_now, ts.episode_return, playing.episode_return),
-                episode_length=jnp.where(ends_now, ts.episode_length, playing.episode_length),
+                scored=jax.tree.map(partial(jnp.where, ends_now), ended, playing.scored),
             )
 
         step_all = self._over_seeds(advance, (0, 0, None, None))
@@ -479,7 +479,7 @@ class Trainer:
 
         playing = self._over_seeds(begin, (0, 0))(policies, keys)
         _, playing = jax.lax.while_loop(running, step, (jnp.int32(0), playing))
-        return EvalResult(playing.won, playing.episode_return, playing.episode_length)
+        return playing.scored
 
 
 class Player(NamedTuple):
@@ -499,9 +499,7 @@ class Playing(NamedTuple):
     timestep: TimeStep
     first: jax.Array
     finished: jax.Array
-    won: jax.Array
-    episode_return: jax.Array
-    episode_length: jax.Array
+    scored: EvalResult  # the first episode of each env, once it has ended
     step_keys: jax.Array  # [episode_limit, key], one per step
 
 

@@ -130,15 +130,14 @@ class TargetWalk:
         terminated = jnp.all(arrived)
         truncated = ~terminated & (length >= self.spec.episode_limit)
         done = terminated | truncated
-        final_state = self._observe(cell, state.target, length)[1]
+        reached = self._observe(cell, state.target, length)  # obs, state, avail before reset
+        final_state = reached[1]
 
         next_state, fresh = self.reset(key)
         keep = WalkState(cell, state.target, EpisodeStats(episode_return, length))
         next_state = jax.tree.map(lambda r, s: jnp.where(done, r, s), next_state, keep)
         obs, global_state, avail = jax.tree.map(
-            lambda r, s: jnp.where(done, r, s),
-            (fresh.obs, fresh.state, fresh.avail),
-            self._observe(cell, state.target, length),
+            lambda r, s: jnp.where(done, r, s), (fresh.obs, fresh.state, fresh.avail), reached
         )
         timestep = TimeStep(
             obs=obs,
@@ -153,7 +152,3 @@ class TargetWalk:
             episode_length=length,
         )
         return next_state, timestep
-
-
-def target_walk(episode_limit: int | None = None) -> TargetWalk:
-    return TargetWalk(episode_limit)

@@ -7,7 +7,7 @@ from functools import partial
 
 from b2mapo.envs.core import Env
 from b2mapo.envs.mpe import SimpleSpreadEnv
-from b2mapo.envs.probes import climbing_game, target_walk
+from b2mapo.envs.probes import TargetWalk, climbing_game
 from b2mapo.envs.smax import SMAX_MAPS, SMAXEnv
 
 EnvMaker = Callable[..., Env]
@@ -16,7 +16,7 @@ REGISTRY: dict[str, EnvMaker] = {
     **{f"smax:{map_name}": partial(SMAXEnv, map_name) for map_name in SMAX_MAPS},
     "mpe:simple_spread": SimpleSpreadEnv,
     "probe:climbing": climbing_game,
-    "probe:walk": target_walk,
+    "probe:walk": TargetWalk,
 }
 
 
