@@ -48,23 +48,21 @@ jax.config.update("jax_disable_most_optimizations", True)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Hand out the longest work first: the learning smoke tests, then the users of
-    ``b2mapo_run``. xdist sends each worker a first run of consecutive tests, so these land
-    on one worker (which trains the run once) and quick tests fill in at the end."""
+    """Hand out the longest work first: the users of ``b2mapo_run``. xdist sends each
+    worker a first run of consecutive tests, so these land on one worker (which trains the
+    run once) and quick tests fill in at the end."""
 
     def rank(item: pytest.Item) -> int:
-        if item.get_closest_marker("smoke"):
-            return 0
-        return 1 if "b2mapo_run" in getattr(item, "fixturenames", ()) else 2
+        return 0 if "b2mapo_run" in getattr(item, "fixturenames", ()) else 1
 
     items.sort(key=rank)
 
 
 @pytest.fixture(autouse=True)
 def _optimised_where_it_matters(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Learning tests (``slow``, ``smoke``) train for minutes, and ``optimised`` tests check
-    XLA's optimised code itself: these compile with XLA's optimisations, as users' runs do."""
-    if not any(request.node.get_closest_marker(m) for m in ("slow", "smoke", "optimised")):
+    """Learning tests (``slow``) train for minutes, and ``optimised`` tests check XLA's
+    optimised code itself: these compile with XLA's optimisations, as users' runs do."""
+    if not any(request.node.get_closest_marker(m) for m in ("slow", "optimised")):
         yield
         return
     jax.config.update("jax_disable_most_optimizations", False)

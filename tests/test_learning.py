@@ -29,17 +29,27 @@ def learning_config(tiny_config: Any, **overrides: Any) -> Any:
     return tiny_config(**{**LEARNING, **overrides})
 
 
-@pytest.mark.slow
-@pytest.mark.smoke
-def test_mappo_learns_3m_quickly(tiny_config) -> None:
-    """The smoke version of the test below: within 160k env steps (about a minute here) MAPPO's
-    greedy win rate on smax:3m passes 0.5, far above the untrained policy's."""
-    cfg = learning_config(tiny_config, total_steps=160_000)
+def test_mappo_learns_the_walk_quickly(tiny_config) -> None:
+    """The quick learning check: on probe:walk (all three agents must reach their targets
+    within 8 steps) MAPPO's greedy win rate goes from about 0.03 untrained to at least 0.9
+    within 16k env steps (1.0 at this seed), a few seconds of training."""
+    cfg = tiny_config(
+        num_envs=16,
+        rollout_len=16,
+        recurrent_chunk=8,
+        epochs=4,
+        minibatches=4,
+        hidden_size=32,
+        updates_per_chunk=5,
+        total_steps=16_000,
+        eval_every=0,
+        final_eval_episodes=128,
+    )
     trainer = Trainer(cfg)
     untrained, _ = evaluate(trainer, trainer.init(), episodes=cfg.final_eval_episodes)
     summary = train(cfg)
     before, after = untrained["win_rate"].mean(), summary.eval_greedy["win_rate"].mean()
-    assert after >= 0.5 and after >= before + 0.3, (before, after)
+    assert before <= 0.3 and after >= 0.9, (before, after)
 
 
 @pytest.mark.slow
