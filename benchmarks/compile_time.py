@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,22 +27,13 @@ import jax
 import jax.numpy as jnp
 from rich.console import Console
 from rich.table import Table
-from timing import machine_info, run_timed
+from timing import lower_and_compile, machine_info, run_timed
 
 from b2mapo.config import resolve
 from b2mapo.envs.registry import make_env
 from b2mapo.train import Trainer
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "compile_time.json"
-
-
-def lower_and_compile(jitted: Any, *args: Any) -> tuple[Any, float, float]:
-    """The compiled program, and the seconds its lowering and its XLA compile took."""
-    start = time.perf_counter()
-    lowered = jitted.lower(*args)
-    lowered_at = time.perf_counter()
-    compiled = lowered.compile()
-    return compiled, lowered_at - start, time.perf_counter() - lowered_at
 
 
 def environment_alone(env_name: str, num_envs: int, steps: int) -> dict[str, float]:

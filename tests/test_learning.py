@@ -33,17 +33,9 @@ def test_mappo_learns_the_walk_quickly(tiny_config) -> None:
     """The quick learning check: on probe:walk (all three agents must reach their targets
     within 8 steps) MAPPO's greedy win rate goes from about 0.03 untrained to at least 0.9
     within 16k env steps (1.0 at this seed), a few seconds of training."""
-    cfg = tiny_config(
-        num_envs=16,
-        rollout_len=16,
-        recurrent_chunk=8,
-        epochs=4,
-        minibatches=4,
-        hidden_size=32,
-        updates_per_chunk=5,
-        total_steps=16_000,
-        eval_every=0,
-        final_eval_episodes=128,
+    sizes = {"num_envs": 16, "rollout_len": 16, "recurrent_chunk": 8, "hidden_size": 32}
+    cfg = learning_config(
+        tiny_config, env="probe:walk", **sizes, updates_per_chunk=5, total_steps=16_000
     )
     trainer = Trainer(cfg)
     untrained, _ = evaluate(trainer, trainer.init(), episodes=cfg.final_eval_episodes)
