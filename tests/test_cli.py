@@ -36,6 +36,7 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         (["train", "--gamma", "1.5"], ["gamma=1.5", "[0, 1]"]),
         (["frobnicate"], ["frobnicate", "train"]),
         (["train", "--out", "/proc/forbidden/run"], ["/proc/forbidden/run"]),
+        (["train", "--devices", "3"], ["devices=3", "1 device(s)"]),
         (["curves", "/proc/no/run"], ["/proc/no/run"]),
     ],
 )

@@ -9,7 +9,7 @@ import platform
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 # XLA logs an error-level false alarm for every executable read back from the compilation
 # cache (tuning flags such as +prefer-no-gather "not supported on the host"): keep the CLI
@@ -19,7 +19,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import tyro
 from rich.console import Console
 
-from b2mapo.config import PRESETS, ConfigError, TrainConfig, resolve
+from b2mapo.errors import ConfigError
+from b2mapo.parallel import initialise_processes, is_writer
+
+if TYPE_CHECKING:
+    from b2mapo.config import TrainConfig
 
 USAGE = """usage: b2mapo {train,eval,plot,curves,envs} [options]
 
@@ -77,6 +81,8 @@ class CurvesArgs:
 
 def _preset_defaults(args: list[str]) -> TrainConfig:
     """Defaults for ``train``: the config defaults overlaid with the ``--algo`` preset."""
+    from b2mapo.config import PRESETS, TrainConfig
+
     algo = TrainConfig.algo
     for i, arg in enumerate(args):
         if arg == "--algo" and i + 1 < len(args):
@@ -89,10 +95,13 @@ def _preset_defaults(args: list[str]) -> TrainConfig:
 
 
 def _train(args: list[str], console: Console) -> None:
+    from b2mapo.config import TrainConfig, resolve
     from b2mapo.runner import summary_table, train
 
     parsed = tyro.cli(TrainConfig, args=args, default=_preset_defaults(args), prog="b2mapo train")
     cfg = resolve(parsed.to_dict())
+    if not is_writer():
+        console = Console(quiet=True)
     console.print(
         f"training [bold]{cfg.algo}[/] on [bold]{cfg.env}[/]: {cfg.seeds} seed(s) x "
         f"{cfg.num_updates * cfg.steps_per_update:,} env steps -> {cfg.run_dir}"
@@ -188,8 +197,10 @@ def main(argv: list[str] | None = None) -> None:
         )
         sys.exit(2)
     console = Console()
-    _use_compilation_cache()
     try:
+        if command == "train":  # a multi-process launch (B2MAPO_COORDINATOR, ...), else nothing
+            initialise_processes()  # before anything starts JAX's backend (importing jaxmarl does)
+        _use_compilation_cache()
         COMMANDS[command](rest, console)
     except (ConfigError, OSError) as error:  # OSError: a path that cannot be read or written
         print(f"b2mapo {command}: error: {error}", file=sys.stderr)

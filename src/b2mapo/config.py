@@ -8,11 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from b2mapo.envs.registry import REGISTRY
+from b2mapo.errors import ConfigError
 from b2mapo.partition import PARTITIONERS
-
-
-class ConfigError(ValueError):
-    """A configuration value that is unknown or inconsistent with the others."""
 
 
 @dataclass(frozen=True)
@@ -128,6 +125,10 @@ class TrainConfig:
     """B2MAPO: minibatches (of envs) per epoch of the DAG generator; must divide num_envs."""
     episode_limit: int = 0
     """Episode time limit; 0 keeps the environment's default."""
+    devices: int = 0
+    """Devices to train on (0: all, across every process of a jax.distributed run): seeds
+    are spread over as many as divide them, each seed's environments over the rest
+    (num_envs must divide evenly); see docs/distributed.md."""
     updates_per_chunk: int = 10
     """Updates per compiled chunk; logging, evaluation and checkpoints happen between chunks."""
     time_updates: bool = False
@@ -187,7 +188,7 @@ class TrainConfig:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be a positive integer")
-        for name in ("episode_limit", "eval_every", "seed", "dag_max_batches"):
+        for name in ("episode_limit", "eval_every", "seed", "dag_max_batches", "devices"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 0")
         if self.rollout_len % self.recurrent_chunk:
@@ -241,9 +242,9 @@ class TrainConfig:
 
 
 # Fields a resumed run may change: they do not affect training (total_steps does, via the
-# learning-rate schedule).
+# learning-rate schedule; devices changes only where the arrays live).
 RESUMABLE_CHANGES = frozenset(
-    {"eval_every", "eval_episodes", "final_eval_episodes", "out", "wandb_project"}
+    {"eval_every", "eval_episodes", "final_eval_episodes", "out", "wandb_project", "devices"}
 )
 
 # Allowed values of the string-valued switches.

@@ -87,10 +87,12 @@ def compile_chunk(trainer: Trainer, state: RunnerState) -> Chunk:
     With a compilation cache directory set (the CLI sets one), the chunk is exported there
     on its first compilation and loaded on later ones. It is traced instead without a cache
     directory, for a chunk that reads the host clock (``time_updates``: callbacks cannot be
-    exported) and for a subclass of ``Trainer``, whose program the key cannot describe.
+    exported), for a subclass of ``Trainer``, whose program the key cannot describe, and in
+    a multi-process run, whose processes would race for one file.
     """
     cache_dir = jax.config.jax_compilation_cache_dir
-    if not cache_dir or trainer.cfg.time_updates or type(trainer) is not Trainer:
+    traced_only = trainer.cfg.time_updates or type(trainer) is not Trainer
+    if not cache_dir or traced_only or jax.process_count() > 1:
         return trainer.chunk.lower(state).compile()
     leaves, treedef = jax.tree.flatten(jax.tree.map(jnp.asarray, state))  # restored: numpy
     path = Path(cache_dir) / EXPORT_DIR / f"{program_key(trainer, leaves, treedef)}.jaxexport"

@@ -12,7 +12,7 @@ communication), π for every other algorithm. It is a value with jit-friendly me
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -116,9 +116,10 @@ def load_state(run_dir: Path, update: int | None = None) -> tuple[Trainer, int, 
     elif update not in saved:
         kept = ", ".join(str(u) for u in sorted(saved))
         raise ConfigError(f"{run_dir} has no checkpoint of update {update}; saved: {kept}")
-    trainer = Trainer(cfg)
+    # One device: a checkpoint is read wherever it is looked at, whatever the run trained on.
+    trainer = Trainer(replace(cfg, devices=1))
     # The state's structure is all msgpack needs: its shapes, not a (slow) real init.
-    template = jax.eval_shape(trainer.init)
+    template = trainer.state_shapes()
     state = checkpoint.restore(saved[update], template)
     # Device arrays, not the numpy arrays msgpack gives: networks index parameters with traced
     # indices, which numpy arrays refuse outside ``jit``.

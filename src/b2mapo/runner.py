@@ -13,7 +13,6 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -22,6 +21,7 @@ from b2mapo import checkpoint
 from b2mapo.checkpoint import atomic_write
 from b2mapo.config import ConfigError, TrainConfig
 from b2mapo.exported import compile_chunk
+from b2mapo.parallel import is_writer
 from b2mapo.policy import load_state
 from b2mapo.train import RunnerState, Trainer
 
@@ -121,6 +121,8 @@ class Summary:
     compile_seconds: float = 0.0
     train_seconds: float = 0.0
     steady_steps_per_second: float = float("nan")
+    devices: int = 1
+    processes: int = 1
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -133,16 +135,10 @@ class Summary:
             "compile_seconds": self.compile_seconds,
             "train_seconds": self.train_seconds,
             "steady_steps_per_second": self.steady_steps_per_second,
+            "devices": self.devices,
+            "processes": self.processes,
+            "steady_steps_per_second_per_device": self.steady_steps_per_second / self.devices,
         }
-
-
-def shard_over_seeds(state: Any, num_seeds: int) -> Any:
-    """Spread the seed axis over all devices when it divides evenly; else leave it alone."""
-    devices = jax.devices()
-    if len(devices) == 1 or num_seeds % len(devices):
-        return state
-    sharding = NamedSharding(Mesh(np.array(devices), ("seed",)), PartitionSpec("seed"))
-    return jax.device_put(state, sharding)
 
 
 def _records(
@@ -190,11 +186,11 @@ def evaluate(
     """
     episodes = trainer.cfg.eval_episodes if episodes is None else episodes
     calls = -(-episodes // trainer.cfg.eval_episodes)
-    update = int(np.asarray(state.update).max())
+    update = int(trainer.layout.to_host(state.update).max())
     keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(
         trainer.seed_keys(EVAL_SEED_OFFSET), update
     )
-    policies = trainer.policies(state)
+    policies = trainer.layout.local(trainer.policies(state))
     results = []
     for greedy in (True, False):
         pooled: dict[str, list[np.ndarray]] = {}
@@ -244,14 +240,21 @@ def _check_writable(run_dir: Path) -> None:
 
 
 def train(cfg: TrainConfig, console: Console | None = None) -> Summary:
-    """Train (or resume) the run ``cfg`` describes; returns its final evaluation."""
-    console = console or Console()
+    """Train (or resume) the run ``cfg`` describes; returns its final evaluation.
+
+    In a multi-process run every process calls this; only process 0 writes the run directory
+    and prints, and every process reads its checkpoints to resume (a shared filesystem).
+    """
+    writer = is_writer()
+    console = console if console is not None and writer else Console(quiet=not writer)
     run_started = time.perf_counter()
     run_dir = Path(cfg.run_dir)
-    _check_writable(run_dir)
-    log = MetricsLog(run_dir / METRICS_FILE, cfg)  # before compiling: fails on a missing extra
+    if writer:
+        _check_writable(run_dir)
+    # Before compiling: fails on a missing extra.
+    log = MetricsLog(run_dir / METRICS_FILE, cfg) if writer else None
     trainer = Trainer(cfg)
-    state = trainer.init()
+    state = trainer.layout.to_host(trainer.init())
 
     if (run_dir / checkpoint.CONFIG_FILE).exists():
         checkpoint.check_resumable(checkpoint.load_config(run_dir), cfg)
@@ -261,16 +264,17 @@ def train(cfg: TrainConfig, console: Console | None = None) -> Summary:
         update, state = restored
         last_good = str(checkpoint.checkpoints(run_dir)[-1][1])
         console.print(f"resuming {run_dir} from update {update}")
-    checkpoint.save_config(run_dir, cfg)
-    log.keep_until(int(np.asarray(state.update).max()))
+    done_updates = int(np.asarray(state.update).max())
+    if log is not None:
+        checkpoint.save_config(run_dir, cfg)
+        log.keep_until(done_updates)
 
-    state = shard_over_seeds(state, cfg.seeds)
+    state = trainer.layout.place(state)
     start = time.perf_counter()
     chunk = compile_chunk(trainer, state)
     compile_seconds = time.perf_counter() - start
 
     updates_per_chunk, total_updates = cfg.updates_per_chunk, cfg.num_updates
-    done_updates = int(np.asarray(state.update).max())
     eval_chunks = max(1, math.ceil(cfg.eval_every / updates_per_chunk)) if cfg.eval_every else 0
     steady_seconds, steady_updates, train_seconds = 0.0, 0, 0.0
 
@@ -281,7 +285,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> Summary:
         TextColumn("{task.fields[status]}"),
         console=console,
     )
-    with progress, contextlib.closing(log):
+    with progress, contextlib.closing(log) if log is not None else contextlib.nullcontext():
         task = progress.add_task(
             cfg.env,
             total=total_updates * cfg.steps_per_update,
@@ -289,6 +293,8 @@ def train(cfg: TrainConfig, console: Console | None = None) -> Summary:
             status="",
         )
         chunk_index = 0
+        layout = trainer.layout
+        devices_note = f" ({layout.describe()})" if layout.num_devices > 1 else ""
         while done_updates < total_updates:
             tic = time.perf_counter()
             state, metrics = chunk(state)
@@ -299,15 +305,17 @@ def train(cfg: TrainConfig, console: Console | None = None) -> Summary:
                 steady_seconds += seconds
                 steady_updates += updates_per_chunk
             _check_finite(metrics, done_updates, last_good)
-            log.write(_records(metrics, done_updates, cfg, time.perf_counter() - run_started))
+            if log is not None:
+                log.write(_records(metrics, done_updates, cfg, time.perf_counter() - run_started))
             done_updates += updates_per_chunk
             chunk_index += 1
 
             k_key = "dag_num_batches" if "dag_num_batches" in metrics else "num_batches"
+            speed = updates_per_chunk * cfg.steps_per_update * cfg.seeds / seconds
             status = (
                 f"win {np.asarray(metrics['win_rate'])[:, -1].mean():.2f} "
                 f"ret {np.asarray(metrics['episode_return'])[:, -1].mean():.2f} "
-                f"{updates_per_chunk * cfg.steps_per_update * cfg.seeds / seconds / 1e3:.1f}k sps "
+                f"{speed / 1e3:.1f}k sps{devices_note} "
                 f"K {np.asarray(metrics[k_key])[:, -1].mean():.1f}"
             )
             if "update_seconds" in metrics:
@@ -315,11 +323,14 @@ def train(cfg: TrainConfig, console: Console | None = None) -> Summary:
             if eval_chunks and (chunk_index % eval_chunks == 0 or done_updates >= total_updates):
                 greedy, sampled = evaluate(trainer, state)
                 wall_time = time.perf_counter() - run_started
-                log.write(_eval_records(done_updates, cfg, greedy, sampled, wall_time))
+                if log is not None:
+                    log.write(_eval_records(done_updates, cfg, greedy, sampled, wall_time))
                 status += f" eval {greedy['win_rate'].mean():.2f}"
                 if "joint_win_rate" in greedy:  # B2MAPO: π_ind, then π
                     status += f"/{greedy['joint_win_rate'].mean():.2f}"
-            last_good = str(checkpoint.save(run_dir, done_updates, state))
+            host_state = trainer.layout.to_host(state)  # every process takes part in the gather
+            if writer:
+                last_good = str(checkpoint.save(run_dir, done_updates, host_state))
             progress.update(task, completed=done_updates * cfg.steps_per_update, status=status)
 
     greedy, sampled = evaluate(trainer, state, episodes=cfg.final_eval_episodes)
@@ -338,8 +349,11 @@ def train(cfg: TrainConfig, console: Console | None = None) -> Summary:
         compile_seconds=compile_seconds,
         train_seconds=train_seconds,
         steady_steps_per_second=steady,
+        devices=trainer.layout.num_devices,
+        processes=jax.process_count(),
     )
-    atomic_write(run_dir / "summary.json", json.dumps(summary.as_dict(), indent=2).encode())
+    if writer:
+        atomic_write(run_dir / "summary.json", json.dumps(summary.as_dict(), indent=2).encode())
     return summary
 
 
@@ -381,6 +395,12 @@ def summary_table(summary: Summary, title: str) -> Table:
         table.add_row("compile time", f"{summary.compile_seconds:.1f} s")
         table.add_row("training time", f"{summary.train_seconds:.1f} s")
         table.add_row("env steps/s (steady, all seeds)", f"{summary.steady_steps_per_second:,.0f}")
+        if summary.devices > 1:
+            where = f"{summary.devices}" + (
+                f" in {summary.processes} processes" if summary.processes > 1 else ""
+            )
+            per_device = summary.steady_steps_per_second / summary.devices
+            table.add_row("devices / env steps/s per device", f"{where} / {per_device:,.0f}")
     table.add_row("run directory", str(summary.run_dir))
     return table
 

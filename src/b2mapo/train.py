@@ -19,6 +19,7 @@ from b2mapo.engine import LearnerState, batch_sequential_update, init_learner
 from b2mapo.envs import make_env
 from b2mapo.envs.core import TimeStep
 from b2mapo.networks import Networks, Params
+from b2mapo.parallel import make_layout
 from b2mapo.partition import Partitioner, make_partitioner, single
 from b2mapo.rollout import (
     Distillation,
@@ -115,8 +116,9 @@ class Trainer:
                 )
             except ValueError as error:
                 raise ConfigError(f"{error} (env {cfg.env})") from None
+        self.layout = make_layout(cfg.devices, cfg.seeds, cfg.num_envs)
         self._init = jax.jit(self._over_seeds(self._init_one, (0,)))
-        self.chunk = jax.jit(self._over_seeds(self._chunk_one, (0,)))
+        self.chunk = jax.jit(self._pinned(self._over_seeds(self._chunk_one, (0,))))
         # ``greedy`` is traced: greedy and sampled evaluation share one compiled program.
         self.evaluate = jax.jit(self._evaluate, static_argnums=(3,))
 
@@ -139,14 +141,29 @@ class Trainer:
 
         return one_seed
 
+    def _pinned(self, chunk: Callable[[RunnerState], Any]) -> Callable[[RunnerState], Any]:
+        """``chunk`` with its input and output states kept on the layout's shardings (and
+        its metrics replicated), so that one compiled program serves every call."""
+
+        def pinned(state: RunnerState) -> Any:
+            state, _ = self.layout.pin(state)
+            new_state, metrics = chunk(state)
+            return self.layout.pin(new_state, metrics)
+
+        return pinned
+
     def seed_keys(self, offset: int = 0) -> jax.Array:
         """One PRNG key per seed: seed i of the run uses ``cfg.seed + i``."""
         seeds = jnp.arange(self.cfg.seeds) + self.cfg.seed + offset
         return jax.vmap(jax.random.PRNGKey)(seeds)
 
     def init(self) -> RunnerState:
-        """Fresh runner states for every seed (leading seed axis)."""
-        return self._init(self.seed_keys())
+        """Fresh runner states for every seed (leading seed axis), laid out on the devices."""
+        return self.layout.place(self._init(self.seed_keys()))
+
+    def state_shapes(self) -> RunnerState:
+        """The shapes and dtypes of ``init()``'s state, without computing it."""
+        return jax.eval_shape(self._init, self.seed_keys())
 
     def _init_one(self, key: jax.Array) -> RunnerState:
         param_key, env_key, upper_key, derived_key, key = jax.random.split(key, 5)
