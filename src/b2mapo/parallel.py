@@ -150,7 +150,10 @@ class Layout:
 
     def describe(self) -> str:
         processes = jax.process_count()
-        text = f"{self.num_devices} device(s) ({self.seed_devices} seed x {self.env_devices} env)"
+        text = (
+            f"{self.num_devices} device(s): seeds over {self.seed_devices}, each seed's envs "
+            f"over {self.env_devices}"
+        )
         return text + (f" in {processes} processes" if processes > 1 else "")
 
 
