@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from b2mapo.envs.registry import REGISTRY
 from b2mapo.errors import ConfigError
@@ -125,10 +125,10 @@ class TrainConfig:
     """B2MAPO: minibatches (of envs) per epoch of the DAG generator; must divide num_envs."""
     episode_limit: int = 0
     """Episode time limit; 0 keeps the environment's default."""
-    devices: int = 0
-    """Devices to train on (0: all, across every process of a jax.distributed run): seeds
-    are spread over as many as divide them, each seed's environments over the rest
-    (num_envs must divide evenly); see docs/distributed.md."""
+    devices: int | Literal["all"] = "all"
+    """Devices to train on: all (every device of every process of a jax.distributed run) or
+    the first N. Seeds are spread over as many as divide them, each seed's environments over
+    the rest (num_envs must divide evenly); see docs/distributed.md."""
     updates_per_chunk: int = 10
     """Updates per compiled chunk; logging, evaluation and checkpoints happen between chunks."""
     time_updates: bool = False
@@ -188,7 +188,9 @@ class TrainConfig:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be a positive integer")
-        for name in ("episode_limit", "eval_every", "seed", "dag_max_batches", "devices"):
+        if self.devices != "all" and not (isinstance(self.devices, int) and self.devices >= 1):
+            raise ConfigError(f"devices={self.devices!r} must be 'all' or a positive integer")
+        for name in ("episode_limit", "eval_every", "seed", "dag_max_batches"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 0")
         if self.rollout_len % self.recurrent_chunk:

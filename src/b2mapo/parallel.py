@@ -157,21 +157,21 @@ class Layout:
         return text + (f" in {processes} processes" if processes > 1 else "")
 
 
-def make_layout(devices: int, seeds: int, num_envs: int) -> Layout:
-    """The mesh for ``devices`` devices (0: all there are, across every process): seeds go on
-    as many devices as divide them (no communication between seeds), and each seed's
+def make_layout(devices: int | str, seeds: int, num_envs: int) -> Layout:
+    """The mesh for ``devices`` devices ("all": all there are, across every process): seeds
+    go on as many devices as divide them (no communication between seeds), and each seed's
     environments are split over the rest. ``ConfigError`` if the numbers do not fit."""
     available = jax.devices()
-    count = devices or len(available)
+    count = len(available) if devices == "all" else int(devices)
     if not 1 <= count <= len(available):
         raise ConfigError(
-            f"devices={devices}: this run sees {len(available)} device(s); use 0 (all) or "
+            f"devices={devices}: this run sees {len(available)} device(s); use all or "
             f"a number from 1 to {len(available)}"
         )
     if jax.process_count() > 1 and count != len(available):
         raise ConfigError(
             f"devices={devices}: a multi-process run uses every device of every process "
-            f"({len(available)}); use 0 (all)"
+            f"({len(available)}); use all"
         )
     seed_devices = math.gcd(seeds, count)
     env_devices = count // seed_devices
