@@ -37,6 +37,7 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         (["frobnicate"], ["frobnicate", "train"]),
         (["train", "--out", "/proc/forbidden/run"], ["/proc/forbidden/run"]),
         (["train", "--devices", "3"], ["devices=3", "1 device(s)"]),
+        (["train", "--env", "nosuch.module:Game"], ["nosuch.module", "no module"]),
         (["curves", "/proc/no/run"], ["/proc/no/run"]),
     ],
 )

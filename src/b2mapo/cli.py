@@ -197,6 +197,9 @@ def main(argv: list[str] | None = None) -> None:
         )
         sys.exit(2)
     console = Console()
+    # ``--env mypkg.envs:MyGame`` finds a package in the working directory, as ``python -m``
+    # would (last on the path, so that it shadows nothing installed).
+    sys.path.append(os.getcwd())
     try:
         if command == "train":  # a multi-process launch (B2MAPO_COORDINATOR, ...), else nothing
             initialise_processes()  # before anything starts JAX's backend (importing jaxmarl does)

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from b2mapo.envs.registry import REGISTRY
+from b2mapo.envs.registry import check_name as check_env_name
 from b2mapo.errors import ConfigError
 from b2mapo.partition import PARTITIONERS
 
@@ -163,8 +163,7 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Return self, or raise ``ConfigError`` naming the bad value and what is allowed."""
-        if self.env not in REGISTRY:
-            raise ConfigError(f"unknown env {self.env!r}; choose one of: {', '.join(REGISTRY)}")
+        check_env_name(self.env)
         if self.algo not in PRESETS:
             raise ConfigError(f"unknown algo {self.algo!r}; choose one of: {', '.join(PRESETS)}")
         for name in (

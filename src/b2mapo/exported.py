@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from b2mapo.checkpoint import atomic_write
+from b2mapo.envs.registry import BUILT_IN
 from b2mapo.train import RunnerState, Trainer
 
 EXPORT_DIR = "b2mapo-exported"
@@ -87,11 +88,15 @@ def compile_chunk(trainer: Trainer, state: RunnerState) -> Chunk:
     With a compilation cache directory set (the CLI sets one), the chunk is exported there
     on its first compilation and loaded on later ones. It is traced instead without a cache
     directory, for a chunk that reads the host clock (``time_updates``: callbacks cannot be
-    exported), for a subclass of ``Trainer``, whose program the key cannot describe, and in
-    a multi-process run, whose processes would race for one file.
+    exported), for a subclass of ``Trainer`` or a user's environment, whose program the key
+    cannot describe, and in a multi-process run, whose processes would race for one file.
     """
     cache_dir = jax.config.jax_compilation_cache_dir
-    traced_only = trainer.cfg.time_updates or type(trainer) is not Trainer
+    # A user's environment is code outside b2mapo's source digest: its edits must not reuse
+    # a stale program (JAX's own cache, keyed on the compiled program, still applies).
+    traced_only = (
+        trainer.cfg.time_updates or type(trainer) is not Trainer or trainer.cfg.env not in BUILT_IN
+    )
     if not cache_dir or traced_only or jax.process_count() > 1:
         return trainer.chunk.lower(state).compile()
     leaves, treedef = jax.tree.flatten(jax.tree.map(jnp.asarray, state))  # restored: numpy

@@ -108,10 +108,16 @@ class JaxMARLAdapter:
         raise NotImplementedError
 
     def _outcome(
-        self, inner: Any, rewards: dict[str, jax.Array], all_done: jax.Array
+        self, inner: Any, rewards: dict[str, jax.Array], all_done: jax.Array, infos: dict
     ) -> tuple[jax.Array, jax.Array, jax.Array]:
         """Return (shared reward, terminated, won) of a step that ended in ``inner``."""
         raise NotImplementedError
+
+    def _time_limit(self, episode_length: jax.Array) -> jax.Array:
+        """Whether b2mapo itself ends the episode after ``episode_length`` steps (a
+        truncation); the wrapped environments here keep their own time limits."""
+        del episode_length
+        return jnp.bool_(False)
 
     # The contract.
     def _observe(self, raw_obs: dict[str, jax.Array], inner: Any) -> tuple[jax.Array, ...]:
@@ -133,13 +139,16 @@ class JaxMARLAdapter:
     ) -> tuple[WrappedState, TimeStep]:
         step_key, reset_key = jax.random.split(key)
         action_dict = {agent: actions[i] for i, agent in enumerate(self._agents)}
-        raw_obs, inner, rewards, dones, _ = self._env.step_env(step_key, state.inner, action_dict)
+        raw_obs, inner, rewards, dones, infos = self._env.step_env(
+            step_key, state.inner, action_dict
+        )
         inner = strip_weak_types(inner)
         done = dones["__all__"]
-        reward, terminated, won = self._outcome(inner, rewards, done)
-        truncated = done & ~terminated
+        reward, terminated, won = self._outcome(inner, rewards, done, infos)
         episode_return = state.stats.episode_return + reward
         episode_length = state.stats.episode_length + 1
+        done = done | self._time_limit(episode_length)
+        truncated = done & ~terminated
         stepped = self._observe(raw_obs, inner)
 
         reset_state, reset_timestep = self.reset(reset_key)

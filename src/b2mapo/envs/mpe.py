@@ -35,7 +35,7 @@ class SimpleSpreadEnv(JaxMARLAdapter):
         return jnp.ones((self.spec.num_agents, self.spec.num_actions), dtype=bool)
 
     def _outcome(
-        self, inner: Any, rewards: dict[str, jax.Array], all_done: jax.Array
+        self, inner: Any, rewards: dict[str, jax.Array], all_done: jax.Array, infos: dict
     ) -> tuple[jax.Array, jax.Array, jax.Array]:
         reward = jnp.mean(jnp.stack([rewards[agent] for agent in self._agents]))
         false = jnp.bool_(False)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 from b2mapo.envs.core import Env
 from b2mapo.envs.mpe import SimpleSpreadEnv
 from b2mapo.envs.probes import TargetWalk, climbing_game
 from b2mapo.envs.smax import SMAX_MAPS, SMAXEnv
+from b2mapo.envs.user import IMPORT_FORM, UserEnv, check_importable, is_import_path, load_env
+from b2mapo.errors import ConfigError
 
 EnvMaker = Callable[..., Env]
 
@@ -20,12 +23,47 @@ REGISTRY: dict[str, EnvMaker] = {
 }
 
 
-class UnknownEnvError(ValueError):
-    """An environment name that is not in the registry."""
+BUILT_IN: frozenset[str] = frozenset(REGISTRY)
+"""The environments b2mapo ships (their code is part of b2mapo's own source)."""
+
+
+class UnknownEnvError(ConfigError):
+    """An environment name that is neither registered nor an importable ``module:attribute``."""
+
+
+def register(name: str, maker: Callable[[], Any]) -> None:
+    """Make ``name`` an environment name for this process (``resolve``, ``Trainer``, ``train``):
+    ``maker()`` returns a jaxmarl ``MultiAgentEnv``, wrapped and checked as ``--env
+    module:attribute`` environments are (``b2mapo.envs.user``), or a b2mapo ``Env``."""
+    if name in BUILT_IN:
+        raise ConfigError(f"env {name!r} is built in; register under another name")
+    REGISTRY[name] = maker
+
+
+def check_name(name: str) -> None:
+    """``ConfigError`` unless ``make_env`` can try ``name``: registered, or ``module:attribute``
+    with a module that exists (whether the attribute and the environment are right is found
+    when it is built)."""
+    if name in REGISTRY:
+        return
+    if not is_import_path(name):
+        raise UnknownEnvError(
+            f"unknown env {name!r}; choose one of: {', '.join(REGISTRY)}, or give your own "
+            f"JAX environment as {IMPORT_FORM} (docs/environments.md)"
+        )
+    check_importable(name)
 
 
 def make_env(name: str, episode_limit: int | None = None) -> Env:
-    """Build a registered environment; ``episode_limit`` overrides its default time limit."""
-    if name not in REGISTRY:
-        raise UnknownEnvError(f"unknown environment {name!r}; choose one of: {', '.join(REGISTRY)}")
-    return REGISTRY[name](episode_limit=episode_limit)
+    """Build an environment by name; ``episode_limit`` overrides its default time limit."""
+    if name in BUILT_IN:
+        return REGISTRY[name](episode_limit=episode_limit)
+    if name in REGISTRY:
+        made = REGISTRY[name]()
+        if not hasattr(made, "spec"):  # a jaxmarl environment
+            return UserEnv(made, name, episode_limit)
+        if episode_limit is not None:
+            raise ConfigError(f"env {name!r} is a b2mapo Env: set its time limit in its maker")
+        return made
+    check_name(name)
+    return load_env(name, episode_limit)

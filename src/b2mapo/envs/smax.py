@@ -63,7 +63,7 @@ class SMAXEnv(JaxMARLAdapter):
         return jnp.stack([masks[agent] for agent in self._agents]).astype(bool)
 
     def _outcome(
-        self, inner: Any, rewards: dict[str, jax.Array], all_done: jax.Array
+        self, inner: Any, rewards: dict[str, jax.Array], all_done: jax.Array, infos: dict
     ) -> tuple[jax.Array, jax.Array, jax.Array]:
         alive = inner.state.unit_alive
         allies_dead = ~jnp.any(alive[: self._num_allies])
