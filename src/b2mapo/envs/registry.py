@@ -10,7 +10,7 @@ from b2mapo.envs.core import Env
 from b2mapo.envs.mpe import SimpleSpreadEnv
 from b2mapo.envs.probes import TargetWalk, climbing_game
 from b2mapo.envs.smax import SMAX_MAPS, SMAXEnv
-from b2mapo.envs.user import IMPORT_FORM, UserEnv, check_importable, is_import_path, load_env
+from b2mapo.envs.user import IMPORT_FORM, UserEnv, is_import_path, load_env, module_exists
 from b2mapo.errors import ConfigError
 
 EnvMaker = Callable[..., Env]
@@ -41,17 +41,19 @@ def register(name: str, maker: Callable[[], Any]) -> None:
 
 
 def check_name(name: str) -> None:
-    """``ConfigError`` unless ``make_env`` can try ``name``: registered, or ``module:attribute``
-    with a module that exists (whether the attribute and the environment are right is found
-    when it is built)."""
+    """``UnknownEnvError`` unless ``make_env`` can try ``name``: registered, or
+    ``module:attribute`` with a module that exists (whether the attribute and the environment
+    are right is found when it is built)."""
     if name in REGISTRY:
         return
-    if not is_import_path(name):
-        raise UnknownEnvError(
-            f"unknown env {name!r}; choose one of: {', '.join(REGISTRY)}, or give your own "
-            f"JAX environment as {IMPORT_FORM} (docs/environments.md)"
-        )
-    check_importable(name)
+    importable = is_import_path(name)
+    if importable and module_exists(name):
+        return
+    no_module = f"no module {name.partition(':')[0]!r} to import; " if importable else ""
+    raise UnknownEnvError(
+        f"unknown env {name!r}: {no_module}choose one of: {', '.join(REGISTRY)}, or give "
+        f"your own JAX environment as {IMPORT_FORM} (docs/environments.md)"
+    )
 
 
 def make_env(name: str, episode_limit: int | None = None) -> Env:

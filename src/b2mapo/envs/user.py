@@ -45,17 +45,12 @@ def is_import_path(name: str) -> bool:
     return bool(sep and module and attribute.isidentifier())
 
 
-def check_importable(name: str) -> None:
-    """``EnvContractError`` naming the module if that of ``module:attribute`` is not found."""
-    module = name.partition(":")[0]
+def module_exists(name: str) -> bool:
+    """Whether the module of ``module:attribute`` can be found (without importing it)."""
     try:
-        found = importlib.util.find_spec(module) is not None
+        return importlib.util.find_spec(name.partition(":")[0]) is not None
     except (ImportError, ValueError):  # a parent package that does not exist
-        found = False
-    if not found:
-        raise EnvContractError(
-            f"env {name!r}: no module {module!r} to import (is it installed, or on PYTHONPATH?)"
-        )
+        return False
 
 
 def load_env(name: str, episode_limit: int | None = None) -> UserEnv:
