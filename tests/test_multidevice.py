@@ -25,19 +25,10 @@ from b2mapo.config import resolve
 from b2mapo.errors import ConfigError
 from b2mapo.parallel import initialise_processes
 from b2mapo.train import Trainer
+from tests.conftest import TINY
 
-CONFIG = dict(
-    env="probe:walk",
-    num_envs=4,
-    rollout_len=8,
-    epochs=1,
-    minibatches=2,
-    hidden_size=8,
-    updates_per_chunk=2,
-    dag_period=4,
-    recurrent_chunk=4,
-    total_steps=128,  # 4 updates, as the device checks run; it sets the learning-rate decay
-)
+# The tests' tiny config (4 updates in 2 chunks) with DAG periods that fit its rollout.
+CONFIG = {**TINY, "dag_period": 4}
 
 # Trains each (algo, seeds) case for two chunks and saves every trained leaf (π, and for
 # B2MAPO the DAG generator and π_ind) with the layout it ran on.
