@@ -19,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import tyro
 from rich.console import Console
 
-from b2mapo.errors import ConfigError
+from b2mapo.errors import ConfigError, HostEnvError
 from b2mapo.parallel import initialise_processes, is_writer
 
 if TYPE_CHECKING:
@@ -79,19 +79,27 @@ class CurvesArgs:
     """The x axis: env steps per seed, or wall time since the run started."""
 
 
-def _preset_defaults(args: list[str]) -> TrainConfig:
-    """Defaults for ``train``: the config defaults overlaid with the ``--algo`` preset."""
-    from b2mapo.config import PRESETS, TrainConfig
-
-    algo = TrainConfig.algo
+def _option(args: list[str], name: str, default: str) -> str:
+    """The value of ``--name VALUE`` or ``--name=VALUE`` in ``args`` (the last one given)."""
+    value = default
     for i, arg in enumerate(args):
-        if arg == "--algo" and i + 1 < len(args):
-            algo = args[i + 1]
-        elif arg.startswith("--algo="):
-            algo = arg.split("=", 1)[1]
+        if arg == f"--{name}" and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith(f"--{name}="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+def _preset_defaults(args: list[str]) -> TrainConfig:
+    """Defaults for ``train``: the config defaults overlaid with the ``--algo`` preset and
+    the ``--env`` family's defaults (football: independent parameters)."""
+    from b2mapo.config import PRESETS, TrainConfig, defaults_for
+
+    algo = _option(args, "algo", TrainConfig.algo)
+    env = _option(args, "env", TrainConfig.env)
     if algo not in PRESETS:
         raise ConfigError(f"unknown algo {algo!r}; choose one of: {', '.join(PRESETS)}")
-    return TrainConfig(**{**PRESETS[algo], "algo": algo})
+    return TrainConfig(**{**defaults_for(algo, env), "algo": algo, "env": env})
 
 
 def _train(args: list[str], console: Console) -> None:
@@ -208,3 +216,6 @@ def main(argv: list[str] | None = None) -> None:
     except (ConfigError, OSError) as error:  # OSError: a path that cannot be read or written
         print(f"b2mapo {command}: error: {error}", file=sys.stderr)
         sys.exit(2)
+    except HostEnvError as error:  # a host environment's worker failed; checkpoints are kept
+        print(f"b2mapo {command}: error: {error}", file=sys.stderr)
+        sys.exit(1)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from b2mapo.envs.registry import check_name as check_env_name
+from b2mapo.envs.registry import is_host
 from b2mapo.errors import ConfigError
 from b2mapo.partition import PARTITIONERS
 
@@ -125,6 +127,15 @@ class TrainConfig:
     """B2MAPO: minibatches (of envs) per epoch of the DAG generator; must divide num_envs."""
     episode_limit: int = 0
     """Episode time limit; 0 keeps the environment's default."""
+    env_kwargs: str = ""
+    """Host environments only: keyword arguments of the environment's constructor as a JSON
+    object, e.g. '{"N": 4}' for pettingzoo:mpe2.simple_spread_v3."""
+    env_workers: int = 0
+    """Host environments only: worker processes per pool of environments (0: one per CPU
+    core); the training pool's num_envs are split evenly over them."""
+    worker_timeout: float = 120.0
+    """Host environments only: seconds a worker may take to answer before the run stops
+    with an error naming the environment (a hung worker)."""
     devices: int | Literal["all"] = "all"
     """Devices to train on: all (every device of every process of a jax.distributed run) or
     the first N. Seeds are spread over as many as divide them, each seed's environments over
@@ -187,6 +198,13 @@ class TrainConfig:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be a positive integer")
+        if is_host(self.env):
+            self._validate_host()
+        elif self.env_kwargs:
+            raise ConfigError(
+                f"env_kwargs={self.env_kwargs!r} is for host environments (pettingzoo:..., "
+                f"grf:...); {self.env} takes none"
+            )
         if self.devices != "all" and not (isinstance(self.devices, int) and self.devices >= 1):
             raise ConfigError(f"devices={self.devices!r} must be 'all' or a positive integer")
         for name in ("episode_limit", "eval_every", "seed", "dag_max_batches"):
@@ -238,6 +256,37 @@ class TrainConfig:
                 )
         return self
 
+    def _validate_host(self) -> None:
+        """A host environment's episodes live in worker processes: one seed, one device."""
+        self.env_kwargs_dict()
+        if self.seeds != 1:
+            raise ConfigError(
+                f"seeds={self.seeds}: host environments ({self.env}) train one seed per run; "
+                "start one run per seed"
+            )
+        if self.devices not in ("all", 1):
+            raise ConfigError(
+                f"devices={self.devices!r}: host environments ({self.env}) train on one device"
+            )
+        if self.env_workers < 0:
+            raise ConfigError(f"env_workers={self.env_workers} must be >= 0 (0: one per core)")
+        if not self.worker_timeout > 0.0:
+            raise ConfigError(f"worker_timeout={self.worker_timeout} must be > 0 seconds")
+
+    def env_kwargs_dict(self) -> dict[str, Any]:
+        """``env_kwargs`` parsed (empty: no arguments)."""
+        if not self.env_kwargs:
+            return {}
+        try:
+            kwargs = json.loads(self.env_kwargs)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"env_kwargs={self.env_kwargs!r} is not JSON: {error}") from None
+        if not isinstance(kwargs, dict):
+            raise ConfigError(
+                f"env_kwargs={self.env_kwargs!r} must be a JSON object, e.g. '{{\"N\": 4}}'"
+            )
+        return kwargs
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -245,7 +294,16 @@ class TrainConfig:
 # Fields a resumed run may change: they do not affect training (total_steps does, via the
 # learning-rate schedule; devices changes only where the arrays live).
 RESUMABLE_CHANGES = frozenset(
-    {"eval_every", "eval_episodes", "final_eval_episodes", "out", "wandb_project", "devices"}
+    {
+        "eval_every",
+        "eval_episodes",
+        "final_eval_episodes",
+        "out",
+        "wandb_project",
+        "devices",
+        "env_workers",
+        "worker_timeout",
+    }
 )
 
 # Allowed values of the string-valued switches.
@@ -290,14 +348,36 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# Defaults per environment family, between the algorithm's preset and explicit options.
+FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
+    # Football (the paper, HARL, A2PO): one parameter set per agent; checkpoint-shaped
+    # rewards as all three peers use; few, long-running engines (about 170 MiB each).
+    "grf": {
+        "share_params": False,
+        "num_envs": 16,
+        "rollout_len": 200,
+        "eval_episodes": 16,
+        "final_eval_episodes": 64,
+        "env_kwargs": '{"rewards": "scoring,checkpoints"}',
+    },
+}
+
+
+def defaults_for(algo: str, env: str) -> dict[str, Any]:
+    """The values that differ from ``TrainConfig``'s for ``algo`` on ``env``: the algorithm's
+    preset, then the environment family's defaults."""
+    return {**PRESETS.get(algo, {}), **FAMILY_DEFAULTS.get(env.partition(":")[0], {})}
+
+
 def resolve(overrides: dict[str, Any]) -> TrainConfig:
-    """Build a validated config: defaults, then the algorithm's preset, then ``overrides``."""
+    """Build a validated config: defaults, then the algorithm's preset and the environment
+    family's defaults, then ``overrides``."""
     algo = overrides.get("algo", TrainConfig.algo)
-    preset = PRESETS.get(algo, {})
+    env = overrides.get("env", TrainConfig.env)
     unknown = set(overrides) - {f.name for f in dataclasses.fields(TrainConfig)}
     if unknown:
         raise ConfigError(f"unknown config field(s): {', '.join(sorted(unknown))}")
-    return TrainConfig(**{**preset, **overrides}).validate()
+    return TrainConfig(**{**defaults_for(algo, env), **overrides}).validate()
 
 
 def from_dict(values: dict[str, Any]) -> TrainConfig:

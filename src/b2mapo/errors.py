@@ -1,7 +1,8 @@
-"""The error every bad user value raises: the CLI prints it as one line and exits 2.
+"""The errors the CLI prints as one line: a bad user value (exit 2) and a failed host
+environment (exit 1).
 
-Its own module, free of heavy imports, so that code which must run before JAX starts (the
-multi-process launch in ``b2mapo.parallel``) can raise it.
+Their own module, free of heavy imports, so that code which must run before JAX starts (the
+multi-process launch in ``b2mapo.parallel``) or without JAX (host workers) can raise them.
 """
 
 from __future__ import annotations
@@ -9,3 +10,7 @@ from __future__ import annotations
 
 class ConfigError(ValueError):
     """A configuration value that is unknown or inconsistent with the others."""
+
+
+class HostEnvError(RuntimeError):
+    """A worker process of a host environment crashed, hung or raised."""

@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from b2mapo.envs.core import Env, TimeStep
+from b2mapo.envs.core import BatchedEnv, Env, TimeStep, reset_batch, step_batch
 from b2mapo.losses import categorical_log_prob
 from b2mapo.networks import Networks, Params
 
@@ -86,15 +86,17 @@ class EpisodeMetrics(NamedTuple):
     wins: jax.Array
 
 
-def reset_envs(env: Env, networks: Networks, key: jax.Array, num_envs: int) -> EnvLoopState:
+def reset_envs(
+    env: Env | BatchedEnv, networks: Networks, key: jax.Array, num_envs: int
+) -> EnvLoopState:
     """Reset ``num_envs`` environments and the actor's GRU state."""
-    env_state, timestep = jax.vmap(env.reset)(jax.random.split(key, num_envs))
+    env_state, timestep = reset_batch(env, jax.random.split(key, num_envs))
     first = jnp.ones((num_envs,), bool)
     return EnvLoopState(env_state, timestep, first, networks.initial_carry((num_envs,)))
 
 
 def rollout(
-    env: Env,
+    env: Env | BatchedEnv,
     networks: Networks,
     params: dict[str, Params],
     loop: EnvLoopState,
@@ -118,8 +120,8 @@ def rollout(
             params["actor"], loop.carry, ts.obs, loop.first, ts.avail, batch_index, action_key
         )
         value = networks.value(params["critic"], ts.state)
-        env_state, next_ts = jax.vmap(env.step)(
-            jax.random.split(env_key, num_envs), loop.env_state, action
+        env_state, next_ts = step_batch(
+            env, jax.random.split(env_key, num_envs), loop.env_state, action
         )
         transition = Transition(
             obs=ts.obs,

@@ -20,6 +20,7 @@ from rich.table import Table
 from b2mapo import checkpoint
 from b2mapo.checkpoint import atomic_write
 from b2mapo.config import ConfigError, TrainConfig
+from b2mapo.errors import HostEnvError
 from b2mapo.exported import compile_chunk
 from b2mapo.parallel import is_writer
 from b2mapo.policy import load_state
@@ -244,7 +245,26 @@ def train(cfg: TrainConfig, console: Console | None = None) -> Summary:
 
     In a multi-process run every process calls this; only process 0 writes the run directory
     and prints, and every process reads its checkpoints to resume (a shared filesystem).
+    A host environment whose worker fails stops the run with a ``HostEnvError`` that names
+    it; its checkpoints stay, and the same call resumes.
     """
+    trainer = Trainer(cfg)
+    try:
+        return _train(trainer, console)
+    except jax.errors.JaxRuntimeError:
+        failure = trainer.failure()
+        if failure is None:
+            raise
+        saved = checkpoint.checkpoints(Path(cfg.run_dir))
+        kept = f"last checkpoint {saved[-1][1]}" if saved else "no checkpoint yet"
+        stopped = f"{failure}; training stopped ({kept}); the same command resumes"
+        raise HostEnvError(stopped) from None
+    finally:
+        trainer.close()
+
+
+def _train(trainer: Trainer, console: Console | None) -> Summary:
+    cfg = trainer.cfg
     writer = is_writer()
     console = console if console is not None and writer else Console(quiet=not writer)
     run_started = time.perf_counter()
@@ -253,7 +273,6 @@ def train(cfg: TrainConfig, console: Console | None = None) -> Summary:
         _check_writable(run_dir)
     # Before compiling: fails on a missing extra.
     log = MetricsLog(run_dir / METRICS_FILE, cfg) if writer else None
-    trainer = Trainer(cfg)
     state = trainer.layout.to_host(trainer.init())
 
     if (run_dir / checkpoint.CONFIG_FILE).exists():
@@ -261,7 +280,8 @@ def train(cfg: TrainConfig, console: Console | None = None) -> Summary:
     restored = checkpoint.restore_latest(run_dir, state)
     last_good = "none yet"
     if restored is not None:
-        update, state = restored
+        update, restored_state = restored
+        state = trainer.resume(restored_state, state)
         last_good = str(checkpoint.checkpoints(run_dir)[-1][1])
         console.print(f"resuming {run_dir} from update {update}")
     done_updates = int(np.asarray(state.update).max())

@@ -16,8 +16,10 @@ from b2mapo.config import ConfigError, TrainConfig
 from b2mapo.dag import log_prob
 from b2mapo.derived import DerivedState, make_derived
 from b2mapo.engine import LearnerState, batch_sequential_update, init_learner
-from b2mapo.envs import make_env
-from b2mapo.envs.core import TimeStep
+from b2mapo.envs.core import TimeStep, reset_batch, step_batch
+from b2mapo.envs.host.pool import HostPool
+from b2mapo.envs.registry import is_host, make_env, make_host_env
+from b2mapo.errors import HostEnvError
 from b2mapo.networks import Networks, Params
 from b2mapo.parallel import make_layout
 from b2mapo.partition import Partitioner, make_partitioner, single
@@ -93,11 +95,26 @@ class Trainer:
     """Builds the environment and networks of a config and exposes compiled, seed-mapped steps.
 
     ``init``, ``chunk`` and ``evaluate`` all take and return states with a leading seed axis.
+    A host environment (``b2mapo.envs.host``) is stepped in two pools of worker processes,
+    one for training (``env``) and one for evaluation (``eval_env``): ``close`` stops them.
     """
 
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
-        self.env = make_env(cfg.env, cfg.episode_limit or None)
+        self.pools: tuple[HostPool, ...] = ()
+        if is_host(cfg.env):
+            if jax.process_count() > 1:
+                raise ConfigError(f"env {cfg.env}: host environments train in one process")
+            host = make_host_env(
+                cfg.env, cfg.episode_limit or None, cfg.env_kwargs_dict(), cfg.worker_timeout
+            )
+            self.pools = (
+                host.pool(cfg.num_envs, cfg.env_workers),
+                host.pool(cfg.eval_episodes, cfg.env_workers),
+            )
+            self.env, self.eval_env = self.pools
+        else:
+            self.env = self.eval_env = make_env(cfg.env, cfg.episode_limit or None)
         self.networks = Networks(
             self.env.spec, cfg.hidden_size, cfg.share_params, cfg.condition_on_actions
         )
@@ -116,7 +133,7 @@ class Trainer:
                 )
             except ValueError as error:
                 raise ConfigError(f"{error} (env {cfg.env})") from None
-        self.layout = make_layout(cfg.devices, cfg.seeds, cfg.num_envs)
+        self.layout = make_layout(1 if self.pools else cfg.devices, cfg.seeds, cfg.num_envs)
         self._init = jax.jit(self._over_seeds(self._init_one, (0,)))
         self.chunk = jax.jit(self._pinned(self._over_seeds(self._chunk_one, (0,))))
         # ``greedy`` is traced: greedy and sampled evaluation share one compiled program.
@@ -160,6 +177,29 @@ class Trainer:
     def init(self) -> RunnerState:
         """Fresh runner states for every seed (leading seed axis), laid out on the devices."""
         return self.layout.place(self._init(self.seed_keys()))
+
+    def resume(self, restored: RunnerState, fresh: RunnerState) -> RunnerState:
+        """The state a run continues from: ``restored`` from its checkpoint. A host
+        environment's episodes were lost with its workers, so there the learners continue
+        on ``fresh`` episodes (the env loop and the recurrent states that follow them)."""
+        if not self.pools:
+            return restored
+        state = restored._replace(loop=fresh.loop)
+        if self.learned:
+            state = state._replace(
+                upper_carry=fresh.upper_carry,
+                derived=restored.derived._replace(carry=fresh.derived.carry),
+            )
+        return state
+
+    def failure(self) -> HostEnvError | None:
+        """What stopped a host environment's worker pool, if anything did."""
+        return next((pool.failure for pool in self.pools if pool.failure is not None), None)
+
+    def close(self) -> None:
+        """Stop a host environment's worker processes (nothing for JAX environments)."""
+        for pool in self.pools:
+            pool.close()
 
     def state_shapes(self) -> RunnerState:
         """The shapes and dtypes of ``init()``'s state, without computing it."""
@@ -458,7 +498,7 @@ class Trainer:
         def begin(policies: Policies, key: jax.Array) -> Playing:
             carry, key = player.start(policies, key)
             reset_key, key = jax.random.split(key)
-            env_state, ts = jax.vmap(self.env.reset)(jax.random.split(reset_key, episodes))
+            env_state, ts = reset_batch(self.eval_env, jax.random.split(reset_key, episodes))
             no = jnp.zeros((episodes,), bool)
             zeros = jnp.zeros((episodes,))
             first = jnp.ones((episodes,), bool)
@@ -470,8 +510,8 @@ class Trainer:
             carry, action = player.act(
                 policies, playing.carry, playing.timestep, playing.first, index, action_key, greedy
             )
-            env_state, ts = jax.vmap(self.env.step)(
-                jax.random.split(env_key, episodes), playing.env_state, action
+            env_state, ts = step_batch(
+                self.eval_env, jax.random.split(env_key, episodes), playing.env_state, action
             )
             ends_now = ts.done & ~playing.finished
             ended = EvalResult(ts.won, ts.episode_return, ts.episode_length)

@@ -1,8 +1,28 @@
 """Environment boundary: the contract (``core``), its jaxmarl adapters, users' own JAX
-environments (``user``) and the registry."""
+environments (``user``), environments stepped on the host (``host``) and the registry.
 
-from b2mapo.envs import _jaxmarl  # noqa: F401  (before the adapters import jaxmarl)
-from b2mapo.envs.core import Env, EnvSpec, TimeStep
-from b2mapo.envs.registry import REGISTRY, UnknownEnvError, make_env, register
+Names are imported on first use, so that a host environment's worker process, which
+imports ``b2mapo.envs.host``, loads neither JAX nor jaxmarl.
+"""
 
-__all__ = ["REGISTRY", "Env", "EnvSpec", "TimeStep", "UnknownEnvError", "make_env", "register"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Env": "core",
+    "EnvSpec": "core",
+    "TimeStep": "core",
+    "REGISTRY": "registry",
+    "UnknownEnvError": "registry",
+    "make_env": "registry",
+    "register": "registry",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'b2mapo.envs' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"b2mapo.envs.{_EXPORTS[name]}"), name)

@@ -6,23 +6,12 @@ that return agent-stacked arrays. Algorithms never see an environment's own dict
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
 
-
-@dataclass(frozen=True)
-class EnvSpec:
-    """Static shapes and limits of an environment, known before it runs."""
-
-    name: str
-    num_agents: int
-    obs_dim: int
-    state_dim: int
-    num_actions: int
-    episode_limit: int
+from b2mapo.envs.spec import EnvSpec
 
 
 class TimeStep(NamedTuple):
@@ -58,6 +47,36 @@ class Env(Protocol):
     def reset(self, key: jax.Array) -> tuple[Any, TimeStep]: ...
 
     def step(self, key: jax.Array, state: Any, actions: jax.Array) -> tuple[Any, TimeStep]: ...
+
+
+@runtime_checkable
+class BatchedEnv(Protocol):
+    """An environment that resets and steps a fixed batch of instances in one call (a pool
+    of host processes, ``b2mapo.envs.host``) instead of one pure function per instance."""
+
+    spec: EnvSpec
+
+    def reset_batch(self, keys: jax.Array) -> tuple[Any, TimeStep]: ...
+
+    def step_batch(
+        self, keys: jax.Array, states: Any, actions: jax.Array
+    ) -> tuple[Any, TimeStep]: ...
+
+
+def reset_batch(env: Env | BatchedEnv, keys: jax.Array) -> tuple[Any, TimeStep]:
+    """Reset one environment per key (leading axis of the results)."""
+    if isinstance(env, BatchedEnv):
+        return env.reset_batch(keys)
+    return jax.vmap(env.reset)(keys)
+
+
+def step_batch(
+    env: Env | BatchedEnv, keys: jax.Array, states: Any, actions: jax.Array
+) -> tuple[Any, TimeStep]:
+    """Step a batch of environments, one key, state and joint action each."""
+    if isinstance(env, BatchedEnv):
+        return env.step_batch(keys, states, actions)
+    return jax.vmap(env.step)(keys, states, actions)
 
 
 class EpisodeStats(NamedTuple):

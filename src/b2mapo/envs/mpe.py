@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from b2mapo.envs import _jaxmarl  # noqa: F401  (quiet, partial jaxmarl import first)
+
+# isort: split
 import jax
 import jax.numpy as jnp
 from jaxmarl.environments.mpe.simple_spread import SimpleSpreadMPE

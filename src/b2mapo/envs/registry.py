@@ -7,6 +7,10 @@ from functools import partial
 from typing import Any
 
 from b2mapo.envs.core import Env
+from b2mapo.envs.host.football import SCENARIOS as FOOTBALL_SCENARIOS
+from b2mapo.envs.host.football import FootballEnv
+from b2mapo.envs.host.pettingzoo import PettingZooEnv
+from b2mapo.envs.host.pool import HostEnv
 from b2mapo.envs.mpe import SimpleSpreadEnv
 from b2mapo.envs.probes import TargetWalk, climbing_game
 from b2mapo.envs.smax import SMAX_MAPS, SMAXEnv
@@ -25,6 +29,29 @@ REGISTRY: dict[str, EnvMaker] = {
 
 BUILT_IN: frozenset[str] = frozenset(REGISTRY)
 """The environments b2mapo ships (their code is part of b2mapo's own source)."""
+
+HOST_FAMILIES: dict[str, str] = {
+    "pettingzoo": "pettingzoo:MODULE, a PettingZoo parallel env, e.g. "
+    "pettingzoo:mpe2.simple_spread_v3 (options: --env-kwargs JSON)",
+    "grf": "grf:SCENARIO, Google Research Football: " + ", ".join(FOOTBALL_SCENARIOS),
+}
+"""Families of environments stepped in host worker processes (``b2mapo.envs.host``)."""
+
+
+def is_host(name: str) -> bool:
+    """Whether ``name`` is a host environment (``pettingzoo:...`` or ``grf:...``)."""
+    family, sep, task = name.partition(":")
+    return bool(sep and task) and family in HOST_FAMILIES
+
+
+def make_host_env(
+    name: str, episode_limit: int | None, kwargs: dict[str, Any], timeout: float
+) -> HostEnv:
+    """A host environment by name; ``kwargs`` go to its constructor (PettingZoo's
+    ``parallel_env``, football's ``create_environment``)."""
+    family, _, task = name.partition(":")
+    adapter = PettingZooEnv if family == "pettingzoo" else FootballEnv
+    return HostEnv(name, partial(adapter, name, task, kwargs, episode_limit), timeout)
 
 
 class UnknownEnvError(ConfigError):
@@ -46,18 +73,28 @@ def check_name(name: str) -> None:
     are right is found when it is built)."""
     if name in REGISTRY:
         return
+    if is_host(name):
+        family, _, task = name.partition(":")
+        if family == "grf" and task not in FOOTBALL_SCENARIOS:
+            scenarios = ", ".join(FOOTBALL_SCENARIOS)
+            raise UnknownEnvError(f"unknown football scenario {task!r}; choose one of: {scenarios}")
+        return
     importable = is_import_path(name)
     if importable and module_exists(name):
         return
     no_module = f"no module {name.partition(':')[0]!r} to import; " if importable else ""
     raise UnknownEnvError(
-        f"unknown env {name!r}: {no_module}choose one of: {', '.join(REGISTRY)}, or give "
-        f"your own JAX environment as {IMPORT_FORM} (docs/environments.md)"
+        f"unknown env {name!r}: {no_module}choose one of: {', '.join(REGISTRY)}, a host env "
+        f"(pettingzoo:MODULE, grf:SCENARIO), or your own JAX environment as {IMPORT_FORM} "
+        "(docs/environments.md)"
     )
 
 
 def make_env(name: str, episode_limit: int | None = None) -> Env:
-    """Build an environment by name; ``episode_limit`` overrides its default time limit."""
+    """Build a JAX environment by name; ``episode_limit`` overrides its default time limit.
+    (Host environments are built with ``make_host_env``.)"""
+    if is_host(name):
+        raise ConfigError(f"env {name!r} is stepped on the host: build it with make_host_env")
     if name in BUILT_IN:
         return REGISTRY[name](episode_limit=episode_limit)
     if name in REGISTRY:
