@@ -13,6 +13,8 @@ import pytest
 from b2mapo.cli import main
 from b2mapo.config import ConfigError, resolve
 
+SPREAD = "pettingzoo:mpe2.simple_spread_v3"
+
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -39,6 +41,12 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         (["train", "--devices", "3"], ["devices=3", "1 device(s)"]),
         (["train", "--env", "nosuch.module:Game"], ["nosuch.module", "no module"]),
         (["curves", "/proc/no/run"], ["/proc/no/run"]),
+        (["train", "--env", f"{SPREAD}", "--seeds", "2"], ["seeds=2", "one seed per run"]),
+        (["train", "--env", "pettingzoo:nosuch_pkg.game"], ["nosuch_pkg.game", "cannot import"]),
+        (["train", "--env", "grf:academy_nope"], ["academy_nope", "academy_counterattack_easy"]),
+        (["train", "--env-kwargs", '{"N": 4}'], ["env_kwargs", "host environments"]),
+        (["train", "--env", SPREAD, "--env-kwargs", "[4]"], ["env_kwargs='[4]'", "JSON object"]),
+        (["train", "--env", SPREAD, "--env-kwargs", '{"bogus": 1}'], ["bad env_kwargs", "bogus"]),
     ],
 )
 def test_bad_input_is_a_clear_error(

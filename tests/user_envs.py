@@ -53,6 +53,20 @@ class CallTheTarget(MultiAgentEnv):
         return {a: mask for a in self.agents}
 
 
+class CycleTheTarget(CallTheTarget):
+    """``CallTheTarget`` without randomness: the target at step t is t mod 3, the same game
+    as ``tests.host_envs.CallTheTarget(cycle=True)`` (a PettingZoo twin for the host runner)."""
+
+    def reset(self, key: jax.Array) -> tuple[dict[str, jax.Array], GameState]:
+        state = GameState(jnp.int32(0), jnp.int32(0))
+        return self._observe(state), state
+
+    def step_env(self, key, state, actions):
+        _, next_state, rewards, dones, infos = super().step_env(key, state, actions)
+        next_state = next_state._replace(target=next_state.step % (NUM_ACTIONS - 1))
+        return self._observe(next_state), next_state, rewards, dones, infos
+
+
 def three_agents() -> CallTheTarget:
     """A zero-argument factory, as ``--env tests.user_envs:three_agents`` calls it."""
     return CallTheTarget(num_agents=3)

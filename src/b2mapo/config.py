@@ -135,7 +135,8 @@ class TrainConfig:
     core); the training pool's num_envs are split evenly over them."""
     worker_timeout: float = 120.0
     """Host environments only: seconds a worker may take to answer before the run stops
-    with an error naming the environment (a hung worker)."""
+    with an error naming the environment (a hung worker); the first reset, which starts the
+    workers and builds their environments, may take up to 10 minutes."""
     devices: int | Literal["all"] = "all"
     """Devices to train on: all (every device of every process of a jax.distributed run) or
     the first N. Seeds are spread over as many as divide them, each seed's environments over

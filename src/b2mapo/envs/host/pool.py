@@ -9,8 +9,11 @@ checkpoint: a resumed run starts fresh episodes (``Trainer.resume``).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import multiprocessing
 import os
+import warnings
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -25,6 +28,20 @@ from b2mapo.envs.core import TimeStep
 from b2mapo.envs.host.stacked import AgentStacked, EnvGroup, time_step_space
 from b2mapo.envs.spec import EnvSpec
 from b2mapo.errors import HostEnvError
+
+STARTUP_SECONDS = 600.0
+"""How long the first reset of a pool may take: it starts the workers and builds the envs."""
+
+
+class _KnownFailures(logging.Filter):
+    """Drops JAX's log of a callback that failed with a ``HostEnvError``: the run reports
+    that error itself, in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], HostEnvError))
+
+
+logging.getLogger("jax._src.callback").addFilter(_KnownFailures())
 
 
 class HostEnv:
@@ -59,7 +76,7 @@ class HostPool:
         self.spec = env.spec
         self.name, self.size = env.name, size
         self.workers = _divisor_at_most(size, workers)
-        self._env, self._vector = env, None
+        self._env, self._vector, self._started = env, None, False
         self.failure: HostEnvError | None = None
         count = size // self.workers
         space = time_step_space(env.spec, count)
@@ -79,15 +96,18 @@ class HostPool:
             )
         return self._vector
 
-    def _guarded(self, call: Callable[[AsyncVectorEnv], dict[str, np.ndarray]]) -> TimeStep:
-        """``call`` on the worker pool, its result as a time step of the whole pool; any
-        failure becomes a ``HostEnvError`` naming the environment (and stops the pool)."""
+    def _guarded(
+        self, what: str, timeout: float, call: Callable[[AsyncVectorEnv, float], dict]
+    ) -> TimeStep:
+        """``call`` (a ``what``, with ``timeout``) on the worker pool, its result as a time
+        step of the whole pool; any failure becomes a ``HostEnvError`` naming the
+        environment (and stops the pool)."""
         if self.failure is not None:
             raise self.failure
         try:
-            stacked = call(self._vector_env())
+            stacked = call(self._vector_env(), timeout)
         except Exception as error:  # every failure of a worker is reported, by name
-            reason = _describe(error, self._env.timeout)
+            reason = _describe(error, what, timeout)
             self.failure = HostEnvError(f"host env {self.name!r}: {reason}")
             self.close(terminate=True)
             raise self.failure from error
@@ -99,18 +119,23 @@ class HostPool:
         )
 
     def _reset_on_host(self, seed: np.ndarray) -> TimeStep:
-        def reset(vector: AsyncVectorEnv) -> dict[str, np.ndarray]:
-            vector.reset_async(seed=int(seed) % 2**31)
-            return vector.reset_wait(timeout=self._env.timeout)[0]
+        # The first reset starts the workers and builds their environments (a football
+        # engine takes seconds): it may take longer than a step.
+        timeout = self._env.timeout if self._started else max(self._env.timeout, STARTUP_SECONDS)
+        self._started = True
 
-        return self._guarded(reset)
+        def reset(vector: AsyncVectorEnv, timeout: float) -> dict[str, np.ndarray]:
+            vector.reset_async(seed=int(seed) % 2**31)
+            return vector.reset_wait(timeout=timeout)[0]
+
+        return self._guarded("reset", timeout, reset)
 
     def _step_on_host(self, actions: np.ndarray) -> TimeStep:
-        def step(vector: AsyncVectorEnv) -> dict[str, np.ndarray]:
+        def step(vector: AsyncVectorEnv, timeout: float) -> dict[str, np.ndarray]:
             vector.step_async(actions.reshape(self.workers, -1, self.spec.num_agents))
-            return vector.step_wait(timeout=self._env.timeout)[0]
+            return vector.step_wait(timeout=timeout)[0]
 
-        return self._guarded(step)
+        return self._guarded("step", self._env.timeout, step)
 
     def reset_batch(self, keys: jax.Array) -> tuple[jax.Array, TimeStep]:
         """Reset every instance, seeded from the first key (each instance its own seed)."""
@@ -130,10 +155,22 @@ class HostPool:
         return states, timestep
 
     def close(self, terminate: bool = False) -> None:
-        """Stop the worker processes (``terminate``: kill them without waiting)."""
-        if self._vector is not None:
-            vector, self._vector = self._vector, None
-            vector.close(terminate=terminate)
+        """Stop the worker processes; ``terminate`` kills them without a word (a failed
+        pool: a dead, hung or broken worker cannot be asked to close)."""
+        if self._vector is None:
+            return
+        vector, self._vector, self._started = self._vector, None, False
+        if not terminate:
+            vector.close()
+            return
+        for process in vector.processes:
+            process.kill()
+        for process in vector.processes:
+            process.join()
+        with contextlib.suppress(Exception), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # it waits for the answer a dead worker owes
+            vector.close(terminate=True)
+        vector.closed = True
 
 
 _DTYPES: dict[str, Any] = {
@@ -150,10 +187,11 @@ _DTYPES: dict[str, Any] = {
 }
 
 
-def _describe(error: Exception, timeout: float) -> str:
+def _describe(error: Exception, what: str, timeout: float) -> str:
     if isinstance(error, multiprocessing.TimeoutError):
         return (
-            f"a worker did not answer within {timeout:g} s (hung? --worker-timeout sets the limit)"
+            f"a worker did not answer a {what} within {timeout:g} s "
+            "(hung? --worker-timeout sets the limit)"
         )
     if isinstance(error, EOFError | BrokenPipeError | ConnectionError):
         return "a worker process died (crashed or was killed)"

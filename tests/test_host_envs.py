@@ -1,0 +1,196 @@
+"""Host environments (``b2mapo.envs.host``): the PettingZoo and football adapters, the
+worker pool inside the compiled loop, learning through it, and its faults."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import multiprocessing
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from b2mapo import checkpoint
+from b2mapo.envs.host.pettingzoo import PettingZooEnv
+from b2mapo.envs.host.pool import HostEnv
+from b2mapo.errors import HostEnvError
+from b2mapo.runner import METRICS_FILE, evaluate, train
+from b2mapo.train import Trainer
+
+HOST_GAME = "pettingzoo:tests.host_envs"
+SIZES = {"num_envs": 16, "rollout_len": 16, "recurrent_chunk": 8, "hidden_size": 32}
+
+
+def pettingzoo(module: str, episode_limit: int | None = None, **kwargs: Any) -> PettingZooEnv:
+    return PettingZooEnv(f"pettingzoo:{module}", module, kwargs, episode_limit)
+
+
+def test_pettingzoo_agents_are_padded_masked_and_absent_agents_stand_still() -> None:
+    """Relay: ragged observations and actions are padded; masks come from the dict
+    observations; with no ``state()`` the state is the observations concatenated; an agent
+    that has left sees zeros, may only take action 0 and is not sent an action."""
+    env = pettingzoo("tests.host_envs", episode_limit=10, game="relay")
+    assert (env.spec.num_agents, env.spec.obs_dim, env.spec.num_actions) == (3, 3, 3)
+    assert env.spec.state_dim == 9
+    first = env.reset(seed=0)
+    np.testing.assert_allclose(first["obs"][1], [0.2, 0.2, 0.0])  # padded
+    np.testing.assert_array_equal(first["avail"], [[0, 1, 1], [0, 1, 0], [0, 1, 1]])
+    np.testing.assert_allclose(first["state"], first["obs"].reshape(-1))
+
+    one = env.step(np.array([1, 1, 2]))
+    np.testing.assert_array_equal(one["obs"][2], 0.0)  # the leaver has left
+    np.testing.assert_array_equal(one["avail"][2], [1, 0, 0])
+    assert (one["reward"], one["terminated"], one["truncated"], one["won"]) == (1.0, 0, 0, 0)
+
+    two = env.step(np.array([1, 1, 0]))
+    assert "leaver" not in env._env.last_actions
+    assert (two["terminated"], two["truncated"], two["won"]) == (1, 0, 1)
+    assert (two["episode_return"], two["episode_length"]) == (3.0, 2)  # mean rewards 1 + 2
+    np.testing.assert_allclose(two["obs"], first["obs"])  # the next episode's start
+
+
+def test_pettingzoo_state_and_time_limit() -> None:
+    """simple_spread: the state is ``state()``, the limit ``max_cycles``, and its end is a
+    truncation, after which the next episode starts."""
+    env = pettingzoo("mpe2.simple_spread_v3")
+    spec = env.spec
+    assert (spec.num_agents, spec.obs_dim, spec.state_dim, spec.num_actions) == (3, 18, 54, 5)
+    assert spec.episode_limit == 25
+    env.reset(seed=1)
+    for step in range(1, 26):
+        out = env.step(np.zeros(3, int))
+        assert out["truncated"] == (step == 25) and not out["terminated"]
+    assert out["episode_length"] == 25
+    assert env.step(np.zeros(3, int))["episode_length"] == 1
+
+
+def test_pool_sends_each_env_its_own_actions() -> None:
+    """A pool of 6 envs over 2 workers inside ``jit``: every env sees its own random target
+    and agents that play it are paid 1, so no env got another's actions; shapes and dtypes
+    are those of the JAX path."""
+    factory = partial(PettingZooEnv, "t", "tests.host_envs", {}, None)
+    pool = HostEnv("t", factory, timeout=60.0).pool(6, 2)
+    try:
+
+        @jax.jit
+        def play(key: jax.Array) -> tuple:
+            states, first = pool.reset_batch(jax.random.split(key, 6))
+            targets = jnp.argmax(first.obs[..., :4], axis=-1)  # [6, 2]
+            _, stepped = pool.step_batch(jax.random.split(key, 6), states, targets)
+            return first, stepped
+
+        first, stepped = play(jax.random.PRNGKey(0))
+        assert first.obs.shape == (6, 2, 5) and first.avail.dtype == jnp.bool_
+        assert stepped.episode_length.dtype == jnp.int32
+        assert len({tuple(t) for t in np.argmax(first.obs[..., :4], -1).tolist()}) > 1
+        np.testing.assert_array_equal(stepped.reward, 1.0)
+    finally:
+        pool.close()
+    assert pool.workers == 2
+
+
+def test_host_and_jax_paths_train_the_same(tiny_config: Any, tmp_path: Path) -> None:
+    """The same deterministic game as a JAX environment (inside the compiled loop) and as a
+    PettingZoo one (in worker processes) trains to the same parameters: one rollout layout
+    and one engine for both paths."""
+    finals = []
+    for name, extra in (
+        ("tests.user_envs:CycleTheTarget", {}),
+        (HOST_GAME, {"env_kwargs": json.dumps({"cycle": True})}),
+    ):
+        cfg = tiny_config(env=name, out=str(tmp_path / name.replace(":", "_")), **extra)
+        trainer = Trainer(cfg)
+        try:
+            state, _ = trainer.chunk(trainer.init())
+            finals.append(jax.tree.leaves(state.learner.params))
+        finally:
+            trainer.close()
+    for jax_leaf, host_leaf in zip(*finals, strict=True):
+        np.testing.assert_allclose(jax_leaf, host_leaf, rtol=1e-5, atol=1e-6)
+
+
+def test_mappo_learns_through_the_host_runner(tiny_config: Any) -> None:
+    """MAPPO on the PettingZoo CallTheTarget: greedy win from at most 0.5 to at least 0.9."""
+    cfg = tiny_config(
+        env=HOST_GAME,
+        **SIZES,
+        updates_per_chunk=5,
+        total_steps=8_000,
+        lr=5e-3,
+        eval_episodes=32,
+        final_eval_episodes=128,
+    )
+    trainer = Trainer(cfg)
+    try:
+        untrained, _ = evaluate(trainer, trainer.init(), episodes=128)
+    finally:
+        trainer.close()
+    summary = train(cfg)
+    before, after = untrained["win_rate"].mean(), summary.eval_greedy["win_rate"].mean()
+    assert before <= 0.5 and after >= 0.9, (before, after)
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        ("crash_file", "a worker process died"),
+        ("hang_file", "did not answer a step within 5 s"),
+        ("raise_file", "raised ValueError: the referee walked off"),
+    ],
+)
+def test_a_failing_worker_stops_the_run_by_name_and_the_run_resumes(
+    fault: str, message: str, tiny_config: Any, tmp_path: Path
+) -> None:
+    """A worker that dies, hangs or raises mid-run stops training with an error naming the
+    environment; the checkpoints stay, no worker process is left, and once the fault is
+    gone the same config resumes from the last checkpoint and finishes."""
+    trigger = tmp_path / "fault"
+    trigger.touch()
+    kwargs = {fault: str(trigger), "fault_after": 40}  # in the third chunk of 16 steps
+    cfg = tiny_config(
+        env=HOST_GAME, env_kwargs=json.dumps(kwargs), worker_timeout=5.0, total_steps=4 * 8 * 8
+    )
+    with pytest.raises(HostEnvError) as error:
+        train(cfg)
+    text = str(error.value)
+    assert HOST_GAME in text and message in text and "the same command resumes" in text
+    assert multiprocessing.active_children() == []
+    saved = [update for update, _ in checkpoint.checkpoints(Path(cfg.run_dir))]
+    assert saved and max(saved) < cfg.num_updates and f"update_{max(saved):08d}" in text
+
+    trigger.unlink(missing_ok=True)
+    summary = train(cfg)
+    assert summary.updates == cfg.num_updates
+    records = [json.loads(line) for line in (Path(cfg.run_dir) / METRICS_FILE).open()]
+    updates = [r["update"] for r in records if r["kind"] == "train"]
+    assert updates == list(range(1, cfg.num_updates + 1))
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("gfootball") is None, reason="needs the football extra"
+)
+def test_football_counterattack_is_four_agents_scoring() -> None:
+    """academy_counterattack_easy: four agents with simple115v2 observations, the state
+    their concatenation, 19 actions; random play ends every episode within 400 steps."""
+    from b2mapo.envs.host.football import FootballEnv
+
+    env = FootballEnv("grf:academy_counterattack_easy", "academy_counterattack_easy", {}, None)
+    spec = env.spec
+    assert (spec.num_agents, spec.obs_dim, spec.state_dim, spec.num_actions) == (4, 115, 460, 19)
+    assert spec.episode_limit == 400
+    first = env.reset(seed=0)
+    assert first["obs"].shape == (4, 115) and first["avail"].all()
+    rng = np.random.default_rng(0)
+    for _ in range(400):
+        out = env.step(rng.integers(0, 19, 4))
+        if out["terminated"] or out["truncated"]:
+            break
+    assert out["terminated"] or out["truncated"]
+    assert 0 < out["episode_length"] <= 400
+    assert out["won"] == (out["reward"] > 0)
+    env.close()
