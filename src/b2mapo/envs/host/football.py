@@ -12,6 +12,10 @@ Needs the ``football`` extra (README: a C++ build of about ten minutes).
 
 from __future__ import annotations
 
+import contextlib
+import io
+import warnings
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -35,6 +39,15 @@ SCENARIOS: dict[str, tuple[int, int]] = {
     "academy_single_goal_versus_lazy": (10, 3000),
 }
 OBS_DIM, NUM_ACTIONS = 115, 19  # simple115v2; gfootball's default action set
+
+
+def _football() -> ModuleType:
+    """``gfootball.env``, imported without the notice its gym (0.25) prints on import."""
+    with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import gfootball.env
+
+    return gfootball.env
 
 
 class FootballEnv(AgentStacked):
@@ -61,7 +74,7 @@ class FootballEnv(AgentStacked):
         if self._options["representation"] != "simple115v2":
             raise ConfigError(f"env {name!r}: b2mapo reads simple115v2 observations only")
         try:
-            import gfootball.env  # noqa: F401  (the engine is built per worker, below)
+            _football()  # the engine itself is built per worker, on the first episode
         except ImportError:
             raise ConfigError(
                 f"env {name!r} needs Google Research Football: see the README's football "
@@ -79,15 +92,15 @@ class FootballEnv(AgentStacked):
 
     def start(self, seed: int | None) -> Observed:
         if self._env is None:
-            import gfootball.env
-
             options = dict(self._options)
             if seed is not None:
                 options["other_config_options"] = {
                     **options.get("other_config_options", {}),
                     "game_engine_random_seed": seed,
                 }
-            self._env = gfootball.env.create_environment(**options)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # gym's deprecations of its old step API
+                self._env = _football().create_environment(**options)
         self._steps = 0
         return self._observe(self._env.reset())
 

@@ -87,7 +87,8 @@ class HostPool:
             }
         )
 
-    def _vector_env(self) -> AsyncVectorEnv:
+    def vector_env(self) -> AsyncVectorEnv:
+        """The gymnasium vector env of the workers, started on first use."""
         if self._vector is None:
             os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")  # pygame's banner
             group = partial(EnvGroup, self._env.factory, self.spec, self.size // self.workers)
@@ -105,7 +106,7 @@ class HostPool:
         if self.failure is not None:
             raise self.failure
         try:
-            stacked = call(self._vector_env(), timeout)
+            stacked = call(self.vector_env(), timeout)
         except Exception as error:  # every failure of a worker is reported, by name
             reason = _describe(error, what, timeout)
             self.failure = HostEnvError(f"host env {self.name!r}: {reason}")

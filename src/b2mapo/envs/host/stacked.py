@@ -156,8 +156,8 @@ class EnvGroup(gymnasium.Env):
         del options
         if not self._envs:
             self._envs = [self._factory() for _ in range(self._count)]
-        steps = [
-            env.reset(None if seed is None else seed * self._count + i)
+        steps = [  # seeds below 2**31: football's engine takes nothing larger
+            env.reset(None if seed is None else (seed * self._count + i) % 2**31)
             for i, env in enumerate(self._envs)
         ]
         return _stack(steps), {}
