@@ -135,26 +135,20 @@ def test_mappo_learns_through_the_host_runner(tiny_config: Any) -> None:
     assert before <= 0.5 and after >= 0.9, (before, after)
 
 
-@pytest.mark.parametrize(
-    ("fault", "message"),
-    [
-        ("crash_file", "a worker process died"),
-        ("hang_file", "did not answer a step within 5 s"),
-        ("raise_file", "raised ValueError: the referee walked off"),
-    ],
-)
-def test_a_failing_worker_stops_the_run_by_name_and_the_run_resumes(
-    fault: str, message: str, tiny_config: Any, tmp_path: Path
-) -> None:
-    """A worker that dies, hangs or raises mid-run stops training with an error naming the
-    environment; the checkpoints stay, no worker process is left, and once the fault is
-    gone the same config resumes from the last checkpoint and finishes."""
+def _failing_run(fault: str, tiny_config: Any, tmp_path: Path) -> tuple[Any, Path]:
+    """A config whose environment fails with ``fault`` in the third chunk (once the trigger
+    file exists), and that trigger, already created."""
     trigger = tmp_path / "fault"
     trigger.touch()
     kwargs = {fault: str(trigger), "fault_after": 40}  # in the third chunk of 16 steps
     cfg = tiny_config(
         env=HOST_GAME, env_kwargs=json.dumps(kwargs), worker_timeout=5.0, total_steps=4 * 8 * 8
     )
+    return cfg, trigger
+
+
+def _stops_by_name(cfg: Any, message: str) -> str:
+    """Train ``cfg`` into its failure; check the error and what is left; return the error."""
     with pytest.raises(HostEnvError) as error:
         train(cfg)
     text = str(error.value)
@@ -162,13 +156,40 @@ def test_a_failing_worker_stops_the_run_by_name_and_the_run_resumes(
     assert multiprocessing.active_children() == []
     saved = [update for update, _ in checkpoint.checkpoints(Path(cfg.run_dir))]
     assert saved and max(saved) < cfg.num_updates and f"update_{max(saved):08d}" in text
+    return text
 
-    trigger.unlink(missing_ok=True)
+
+def test_a_crashed_worker_stops_the_run_by_name_and_the_same_config_resumes(
+    tiny_config: Any, tmp_path: Path
+) -> None:
+    """A worker process that dies mid-run stops training with an error naming the
+    environment; the checkpoints stay, no worker process is left, and the same config
+    resumes from the last checkpoint and finishes with every update logged once."""
+    cfg, trigger = _failing_run("crash_file", tiny_config, tmp_path)
+    _stops_by_name(cfg, "a worker process died")
+    assert not trigger.exists()  # the crash was one-off
     summary = train(cfg)
     assert summary.updates == cfg.num_updates
     records = [json.loads(line) for line in (Path(cfg.run_dir) / METRICS_FILE).open()]
     updates = [r["update"] for r in records if r["kind"] == "train"]
     assert updates == list(range(1, cfg.num_updates + 1))
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        ("hang_file", "did not answer a step within 5 s"),
+        ("raise_file", "raised ValueError: the referee walked off"),
+    ],
+)
+def test_a_hung_or_raising_worker_stops_the_run_by_name(
+    fault: str, message: str, tiny_config: Any, tmp_path: Path
+) -> None:
+    """A worker that hangs past ``worker_timeout`` or whose environment raises stops the
+    run the same way: one error naming the environment and the fault, checkpoints kept,
+    no worker process left."""
+    cfg, _ = _failing_run(fault, tiny_config, tmp_path)
+    _stops_by_name(cfg, message)
 
 
 @pytest.mark.skipif(
