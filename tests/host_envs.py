@@ -8,6 +8,7 @@ environment modules.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -26,6 +27,7 @@ class CallTheTarget(ParallelEnv):
     when every agent hits the last target. ``cycle``: target ``t mod 3`` at step ``t``
     instead of random ones, the same game as ``tests.user_envs.CycleTheTarget``.
 
+    ``jax_free``: raise if JAX was imported in the worker (workers need only numpy).
     Faults for the tests, each when its file exists after ``fault_after`` steps of the
     instance: ``crash_file`` (deleted, then the process dies), ``hang_file`` (sleeps),
     ``raise_file`` (raises).
@@ -42,12 +44,14 @@ class CallTheTarget(ParallelEnv):
         hang_file: str = "",
         raise_file: str = "",
         fault_after: int = 0,
+        jax_free: bool = False,
     ) -> None:
         self.possible_agents = [f"agent_{i}" for i in range(num_agents)]
         self.max_cycles, self.cycle = max_cycles, cycle
         self._faults = (crash_file, hang_file, raise_file)
         self._fault_after, self._steps_taken = fault_after, 0
         self._rng = np.random.default_rng(0)
+        self._jax_free = jax_free
 
     def observation_space(self, agent: str) -> spaces.Space:
         return spaces.Box(0.0, 1.0, (NUM_ACTIONS + 1,), np.float32)
@@ -93,6 +97,8 @@ class CallTheTarget(ParallelEnv):
             raise ValueError("the referee walked off")
 
     def step(self, actions: dict[str, int]) -> tuple[dict, ...]:
+        if self._jax_free and "jax" in sys.modules:
+            raise RuntimeError("JAX was imported in a host worker")
         self._fault()
         hits = [actions[a] == self._target for a in self.agents]
         reward = float(np.mean(hits))

@@ -72,8 +72,9 @@ def test_pettingzoo_state_and_time_limit() -> None:
 def test_pool_sends_each_env_its_own_actions() -> None:
     """A pool of 6 envs over 2 workers inside ``jit``: every env sees its own random target
     and agents that play it are paid 1, so no env got another's actions; shapes and dtypes
-    are those of the JAX path."""
-    factory = partial(PettingZooEnv, "t", "tests.host_envs", {}, None)
+    are those of the JAX path; the actions reach the workers as numpy arrays (JAX's arrays
+    would import JAX there and make every step several times slower)."""
+    factory = partial(PettingZooEnv, "t", "tests.host_envs", {"jax_free": True}, None)
     pool = HostEnv("t", factory, timeout=60.0).pool(6, 2)
     try:
 

@@ -131,9 +131,13 @@ class HostPool:
 
         return self._guarded("reset", timeout, reset)
 
-    def _step_on_host(self, actions: np.ndarray) -> TimeStep:
+    def _step_on_host(self, actions: jax.Array) -> TimeStep:
+        # A numpy copy: JAX hands callbacks its own arrays, which would travel to the workers
+        # pickled as JAX arrays (importing JAX there, and indexing them slowly).
+        joint = np.asarray(actions).reshape(self.workers, -1, self.spec.num_agents)
+
         def step(vector: AsyncVectorEnv, timeout: float) -> dict[str, np.ndarray]:
-            vector.step_async(actions.reshape(self.workers, -1, self.spec.num_agents))
+            vector.step_async(joint)
             return vector.step_wait(timeout=timeout)[0]
 
         return self._guarded("step", self._env.timeout, step)
