@@ -77,15 +77,17 @@ def test_eval_of_a_directory_without_a_run(tmp_path: Path) -> None:
 
 
 def test_envs_lists_the_registry_quietly(tmp_path: Path) -> None:
-    """``b2mapo envs`` lists the default map, the custom scenarios and MPE, and nothing
-    else: no third-party banner or log line."""
+    """``b2mapo envs`` lists the default map, the custom scenarios, MPE and the host
+    families, and nothing else: no third-party banner or log line."""
     result = run_cli("envs", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    for name in ("smax:3m", "smax:8m_vs_9m", "smax:6z_vs_24zg", "mpe:simple_spread"):
+    names = ("smax:3m", "smax:8m_vs_9m", "smax:6z_vs_24zg", "mpe:simple_spread")
+    for name in (*names, "pettingzoo:MODULE", "academy_counterattack_hard"):
         assert name in result.stdout
     assert result.stderr == ""
     assert all(
-        line.startswith(("smax:", "mpe:", "probe:", " ")) for line in result.stdout.splitlines()
+        line.startswith(("smax:", "mpe:", "probe:", "pettingzoo:", "grf:"))
+        for line in result.stdout.splitlines()
     )
 
 

@@ -152,6 +152,7 @@ def _curves(args: list[str], console: Console) -> None:
 
 def _envs(args: list[str], console: Console) -> None:
     from b2mapo.envs import REGISTRY, make_env
+    from b2mapo.envs.registry import HOST_FAMILIES
 
     del args
     for name in REGISTRY:
@@ -162,6 +163,8 @@ def _envs(args: list[str], console: Console) -> None:
             f"episode limit {spec.episode_limit}",
             soft_wrap=True,  # one line per environment, also when piped
         )
+    for description in HOST_FAMILIES.values():
+        console.print(f"{description} (stepped in worker processes)", soft_wrap=True)
 
 
 COMMANDS = {"train": _train, "eval": _eval, "plot": _plot, "curves": _curves, "envs": _envs}

@@ -142,6 +142,11 @@ def generator_at(
 
 def _check_indices(trainer: Trainer, seed_index: int, env_index: int, steps: int) -> None:
     cfg = trainer.cfg
+    if trainer.pools:
+        raise ConfigError(
+            f"b2mapo plot replays a start state of a JAX environment; {cfg.env} is stepped "
+            "in worker processes (the run's metrics can be drawn with b2mapo curves)"
+        )
     if not 0 <= seed_index < cfg.seeds:
         raise ConfigError(f"seed index {seed_index} must be in [0, {cfg.seeds - 1}]")
     if env_index < 0:
