@@ -216,3 +216,17 @@ def test_football_counterattack_is_four_agents_scoring() -> None:
     assert 0 < out["episode_length"] <= 400
     assert out["won"] == (out["reward"] > 0)
     env.close()
+
+
+def test_football_defaults_to_independent_parameters_and_options_win() -> None:
+    """grf:... resolves to one parameter set per agent and football's sizes, between the
+    algorithm's preset and explicit options; other families keep shared parameters."""
+    from b2mapo.config import resolve
+
+    football = resolve({"env": "grf:academy_counterattack_hard", "algo": "b2mapo"})
+    assert not football.share_params and football.num_envs == 16
+    assert football.partition == "learned"  # the preset still applies
+    assert json.loads(football.env_kwargs) == {"rewards": "scoring,checkpoints"}
+    chosen = resolve({"env": "grf:academy_counterattack_easy", "share_params": True})
+    assert chosen.share_params
+    assert resolve({"env": HOST_GAME}).share_params
