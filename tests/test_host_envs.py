@@ -230,3 +230,26 @@ def test_football_defaults_to_independent_parameters_and_options_win() -> None:
     chosen = resolve({"env": "grf:academy_counterattack_easy", "share_params": True})
     assert chosen.share_params
     assert resolve({"env": HOST_GAME}).share_params
+
+
+@pytest.mark.slow
+def test_mappo_beats_random_on_pettingzoo_simple_spread(tiny_config: Any) -> None:
+    """PettingZoo's MPE simple spread through the host runner: MAPPO's greedy return after
+    40k env steps beats the untrained policy's by a clear margin (seed 0: -45.5 -> -24.1)."""
+    cfg = tiny_config(
+        env="pettingzoo:mpe2.simple_spread_v3",
+        **SIZES,
+        updates_per_chunk=10,
+        total_steps=40_000,
+        eval_every=0,
+        eval_episodes=32,
+        final_eval_episodes=64,
+    )
+    trainer = Trainer(cfg)
+    try:
+        untrained, _ = evaluate(trainer, trainer.init(), episodes=64)
+    finally:
+        trainer.close()
+    summary = train(cfg)
+    before, after = untrained["episode_return"].mean(), summary.eval_greedy["episode_return"].mean()
+    assert after > before + 10.0, (before, after)
