@@ -136,14 +136,18 @@ def test_mappo_learns_through_the_host_runner(tiny_config: Any) -> None:
     assert before <= 0.5 and after >= 0.9, (before, after)
 
 
-def _failing_run(fault: str, tiny_config: Any, tmp_path: Path) -> tuple[Any, Path]:
+def _failing_run(fault: str, tiny_config: Any, tmp_path: Path, workers: int) -> tuple[Any, Path]:
     """A config whose environment fails with ``fault`` in the third chunk (once the trigger
-    file exists), and that trigger, already created."""
+    file exists) over ``workers`` processes per pool, and that trigger, already created."""
     trigger = tmp_path / "fault"
     trigger.touch()
     kwargs = {fault: str(trigger), "fault_after": 40}  # in the third chunk of 16 steps
     cfg = tiny_config(
-        env=HOST_GAME, env_kwargs=json.dumps(kwargs), worker_timeout=5.0, total_steps=4 * 8 * 8
+        env=HOST_GAME,
+        env_kwargs=json.dumps(kwargs),
+        env_workers=workers,
+        worker_timeout=5.0,
+        total_steps=4 * 8 * 8,
     )
     return cfg, trigger
 
@@ -166,7 +170,7 @@ def test_a_crashed_worker_stops_the_run_by_name_and_the_same_config_resumes(
     """A worker process that dies mid-run stops training with an error naming the
     environment; the checkpoints stay, no worker process is left, and the same config
     resumes from the last checkpoint and finishes with every update logged once."""
-    cfg, trigger = _failing_run("crash_file", tiny_config, tmp_path)
+    cfg, trigger = _failing_run("crash_file", tiny_config, tmp_path, workers=2)  # one survives
     _stops_by_name(cfg, "a worker process died")
     assert not trigger.exists()  # the crash was one-off
     summary = train(cfg)
@@ -189,7 +193,7 @@ def test_a_hung_or_raising_worker_stops_the_run_by_name(
     """A worker that hangs past ``worker_timeout`` or whose environment raises stops the
     run the same way: one error naming the environment and the fault, checkpoints kept,
     no worker process left."""
-    cfg, _ = _failing_run(fault, tiny_config, tmp_path)
+    cfg, _ = _failing_run(fault, tiny_config, tmp_path, workers=1)  # fewer processes to start
     _stops_by_name(cfg, message)
 
 
