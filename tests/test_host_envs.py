@@ -115,6 +115,18 @@ def test_host_and_jax_paths_train_the_same(tiny_config: Any, tmp_path: Path) -> 
         np.testing.assert_allclose(jax_leaf, host_leaf, rtol=1e-5, atol=1e-6)
 
 
+def _untrained_then_trained(cfg: Any, metric: str) -> tuple[float, float]:
+    """The greedy ``metric`` of ``cfg``'s untrained policy and after training, each over
+    ``final_eval_episodes`` episodes."""
+    trainer = Trainer(cfg)
+    try:
+        untrained, _ = evaluate(trainer, trainer.init(), episodes=cfg.final_eval_episodes)
+    finally:
+        trainer.close()
+    summary = train(cfg)
+    return float(untrained[metric].mean()), float(summary.eval_greedy[metric].mean())
+
+
 def test_mappo_learns_through_the_host_runner(tiny_config: Any) -> None:
     """MAPPO on the PettingZoo CallTheTarget: greedy win from at most 0.5 to at least 0.9."""
     cfg = tiny_config(
@@ -126,13 +138,7 @@ def test_mappo_learns_through_the_host_runner(tiny_config: Any) -> None:
         eval_episodes=32,
         final_eval_episodes=128,
     )
-    trainer = Trainer(cfg)
-    try:
-        untrained, _ = evaluate(trainer, trainer.init(), episodes=128)
-    finally:
-        trainer.close()
-    summary = train(cfg)
-    before, after = untrained["win_rate"].mean(), summary.eval_greedy["win_rate"].mean()
+    before, after = _untrained_then_trained(cfg, "win_rate")
     assert before <= 0.5 and after >= 0.9, (before, after)
 
 
@@ -249,11 +255,5 @@ def test_mappo_beats_random_on_pettingzoo_simple_spread(tiny_config: Any) -> Non
         eval_episodes=32,
         final_eval_episodes=64,
     )
-    trainer = Trainer(cfg)
-    try:
-        untrained, _ = evaluate(trainer, trainer.init(), episodes=64)
-    finally:
-        trainer.close()
-    summary = train(cfg)
-    before, after = untrained["episode_return"].mean(), summary.eval_greedy["episode_return"].mean()
+    before, after = _untrained_then_trained(cfg, "episode_return")
     assert after > before + 10.0, (before, after)

@@ -8,7 +8,7 @@ from typing import Any
 
 from b2mapo.envs.core import Env
 from b2mapo.envs.host.football import SCENARIOS as FOOTBALL_SCENARIOS
-from b2mapo.envs.host.football import FootballEnv
+from b2mapo.envs.host.football import FootballEnv, check_scenario
 from b2mapo.envs.host.pettingzoo import PettingZooEnv
 from b2mapo.envs.host.pool import HostEnv
 from b2mapo.envs.mpe import SimpleSpreadEnv
@@ -75,9 +75,8 @@ def check_name(name: str) -> None:
         return
     if is_host(name):
         family, _, task = name.partition(":")
-        if family == "grf" and task not in FOOTBALL_SCENARIOS:
-            scenarios = ", ".join(FOOTBALL_SCENARIOS)
-            raise UnknownEnvError(f"unknown football scenario {task!r}; choose one of: {scenarios}")
+        if family == "grf":
+            check_scenario(task)
         return
     importable = is_import_path(name)
     if importable and module_exists(name):

@@ -50,17 +50,21 @@ def _football() -> ModuleType:
     return gfootball.env
 
 
+def check_scenario(scenario: str) -> None:
+    """``ConfigError`` unless ``scenario`` is one b2mapo knows the players and duration of."""
+    if scenario not in SCENARIOS:
+        raise ConfigError(
+            f"unknown football scenario {scenario!r}; choose one of: {', '.join(SCENARIOS)}"
+        )
+
+
 class FootballEnv(AgentStacked):
     """One game of a football scenario; the engine is built on the first episode, seeded."""
 
     def __init__(
         self, name: str, scenario: str, kwargs: dict[str, Any], episode_limit: int | None
     ) -> None:
-        if scenario not in SCENARIOS:
-            raise ConfigError(
-                f"unknown football scenario {scenario!r} (env {name!r}); choose one of: "
-                + ", ".join(SCENARIOS)
-            )
+        check_scenario(scenario)
         players, duration = SCENARIOS[scenario]
         self._options = {
             "env_name": scenario,

@@ -78,8 +78,8 @@ class HostPool:
         self.workers = _divisor_at_most(size, workers)
         self._env, self._vector, self._started = env, None, False
         self.failure: HostEnvError | None = None
-        count = size // self.workers
-        space = time_step_space(env.spec, count)
+        self._per_worker = size // self.workers
+        space = time_step_space(env.spec, self._per_worker)
         self._result = TimeStep(
             **{
                 name: jax.ShapeDtypeStruct((size, *box.shape[1:]), _DTYPES[name])
@@ -91,7 +91,7 @@ class HostPool:
         """The gymnasium vector env of the workers, started on first use."""
         if self._vector is None:
             os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")  # pygame's banner
-            group = partial(EnvGroup, self._env.factory, self.spec, self.size // self.workers)
+            group = partial(EnvGroup, self._env.factory, self.spec, self._per_worker)
             self._vector = AsyncVectorEnv(
                 [group] * self.workers, shared_memory=True, context="spawn", daemon=True
             )
@@ -134,7 +134,7 @@ class HostPool:
     def _step_on_host(self, actions: jax.Array) -> TimeStep:
         # A numpy copy: JAX hands callbacks its own arrays, which would travel to the workers
         # pickled as JAX arrays (importing JAX there, and indexing them slowly).
-        joint = np.asarray(actions).reshape(self.workers, -1, self.spec.num_agents)
+        joint = np.asarray(actions).reshape(self.workers, self._per_worker, -1)
 
         def step(vector: AsyncVectorEnv, timeout: float) -> dict[str, np.ndarray]:
             vector.step_async(joint)
