@@ -15,7 +15,7 @@ from jaxmarl.environments.smax.smax_env import MAP_NAME_TO_SCENARIO, Scenario, r
 from b2mapo.envs.core import JaxMARLAdapter
 
 # Unit type ids in SMAX.
-MARINE, ZEALOT, ZERGLING = 0, 3, 4
+MARINE, MARAUDER, STALKER, ZEALOT, ZERGLING = 0, 1, 2, 3, 4
 
 
 def _scenario(allies: list[int], enemies: list[int]) -> Scenario:
@@ -29,10 +29,13 @@ def _scenario(allies: list[int], enemies: list[int]) -> Scenario:
 
 
 # Paper maps that SMAX lacks, composed from its units. corridor's terrain does not exist in
-# SMAX, so "6z_vs_24zg" is only its units.
+# SMAX, so "6z_vs_24zg" is only its units; SMAX has no medivac, so MMM2 becomes its marauders
+# and marines ("2mr7m_vs_3mr8m"), and no colossus, so 2c_vs_64zg's colossi become stalkers.
 CUSTOM_SCENARIOS: dict[str, Scenario] = {
     "8m_vs_9m": _scenario([MARINE] * 8, [MARINE] * 9),
     "6z_vs_24zg": _scenario([ZEALOT] * 6, [ZERGLING] * 24),
+    "2mr7m_vs_3mr8m": _scenario([MARAUDER] * 2 + [MARINE] * 7, [MARAUDER] * 3 + [MARINE] * 8),
+    "2s_vs_64zg": _scenario([STALKER] * 2, [ZERGLING] * 64),
 }
 for _name, _scenario_value in CUSTOM_SCENARIOS.items():
     if _name not in MAP_NAME_TO_SCENARIO:
