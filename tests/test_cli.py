@@ -41,6 +41,8 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         (["train", "--devices", "3"], ["devices=3", "1 device(s)"]),
         (["train", "--env", "nosuch.module:Game"], ["nosuch.module", "no module"]),
         (["curves", "/proc/no/run"], ["/proc/no/run"]),
+        (["reproduce", "--suite", "nope"], ["nope", "cpu-small"]),
+        (["report", "/proc/no/run"], ["/proc/no/run"]),
         (["train", "--env", f"{SPREAD}", "--seeds", "2"], ["seeds=2", "one seed per run"]),
         (["train", "--env", "pettingzoo:nosuch_pkg.game"], ["nosuch_pkg.game", "cannot import"]),
         (["train", "--env", "grf:academy_nope"], ["academy_nope", "academy_counterattack_easy"]),

@@ -1,4 +1,5 @@
-"""``b2mapo`` command line: ``train``, ``eval``, ``plot``, ``curves`` and ``envs``."""
+"""``b2mapo`` command line: ``train``, ``eval``, ``plot``, ``curves``, ``envs``, and the
+paper's comparison: ``reproduce``, ``report`` and ``suites``."""
 
 from __future__ import annotations
 
@@ -25,13 +26,16 @@ from b2mapo.parallel import initialise_processes, is_writer
 if TYPE_CHECKING:
     from b2mapo.config import TrainConfig
 
-USAGE = """usage: b2mapo {train,eval,plot,curves,envs} [options]
+USAGE = """usage: b2mapo {train,eval,plot,curves,envs,reproduce,report,suites} [options]
 
-  train   train an algorithm on an environment (b2mapo train --help lists every option)
-  eval    evaluate the newest checkpoint of a run directory
-  plot    draw a B2MAPO checkpoint's dependency matrix G, DAG and batches as a PNG
-  curves  draw training curves of one or several runs (win rate, K, losses) as a PNG
-  envs    list the registered environments
+  train      train an algorithm on an environment (b2mapo train --help lists every option)
+  eval       evaluate the newest checkpoint of a run directory
+  plot       draw a B2MAPO checkpoint's dependency matrix G, DAG and batches as a PNG
+  curves     draw training curves of one or several runs (win rate, K, losses) as a PNG
+  envs       list the registered environments
+  reproduce  run a suite of the paper's comparison (algorithms x maps x seeds) and report it
+  report     build the comparison report from finished run directories
+  suites     list the suites: maps, algorithms, seeds, budgets and expected time
 """
 
 
@@ -77,6 +81,28 @@ class CurvesArgs:
     """Output PNG; default: ``RUN_DIR/training.png`` for one run, ``curves.png`` for several."""
     x: Literal["env_steps", "wall_time"] = "env_steps"
     """The x axis: env steps per seed, or wall time since the run started."""
+
+
+@dataclass(frozen=True)
+class ReproduceArgs:
+    """Run a suite of the paper's comparison: every algorithm on every map, the seeds of a run
+    vmapped in one program; finished runs are skipped and interrupted ones resumed."""
+
+    suite: str = "cpu-small"
+    """Which suite (``b2mapo suites`` lists them)."""
+    out: Path = Path("results")
+    """Directory of the suite's runs and report (rerun the command to resume)."""
+
+
+@dataclass(frozen=True)
+class ReportArgs:
+    """Build the comparison report (curves, tables, aggregate statistics) from run directories
+    of any mix of maps, algorithms and seeds."""
+
+    run_dirs: Annotated[tuple[Path, ...], tyro.conf.Positional]
+    """Directories written by ``b2mapo train`` (or ``reproduce``)."""
+    out: Path = Path("report")
+    """Directory for ``report.md``, its PNGs and the JSON."""
 
 
 def _option(args: list[str], name: str, default: str) -> str:
@@ -167,7 +193,46 @@ def _envs(args: list[str], console: Console) -> None:
         console.print(f"{description} (stepped in worker processes)", soft_wrap=True)
 
 
-COMMANDS = {"train": _train, "eval": _eval, "plot": _plot, "curves": _curves, "envs": _envs}
+def _reproduce(args: list[str], console: Console) -> None:
+    from b2mapo.reproduce.schedule import run_suite
+    from b2mapo.reproduce.suites import get_suite
+
+    parsed = tyro.cli(ReproduceArgs, args=args, prog="b2mapo reproduce")
+    console.print(f"wrote {run_suite(get_suite(parsed.suite), parsed.out, console)}")
+
+
+def _report(args: list[str], console: Console) -> None:
+    from b2mapo.reproduce.report import build_report
+
+    parsed = tyro.cli(ReportArgs, args=args, prog="b2mapo report")
+    console.print(f"wrote {build_report(list(parsed.run_dirs), parsed.out)}")
+
+
+def _suites(args: list[str], console: Console) -> None:
+    from b2mapo.reproduce.suites import SUITES
+
+    del args
+    for suite in SUITES.values():
+        console.print(f"[bold]{suite.name}[/]: {suite.description}", soft_wrap=True)
+        console.print(
+            f"  algorithms {', '.join(suite.algos)}; {suite.seeds} seeds; expected "
+            f"{suite.expected}",
+            soft_wrap=True,
+        )
+        for setting in suite.maps:
+            console.print(f"  {setting.env}: {setting.total_steps:,} env steps", soft_wrap=True)
+
+
+COMMANDS = {
+    "train": _train,
+    "eval": _eval,
+    "plot": _plot,
+    "curves": _curves,
+    "envs": _envs,
+    "reproduce": _reproduce,
+    "report": _report,
+    "suites": _suites,
+}
 
 
 def _cpu_identity() -> str:

@@ -137,10 +137,11 @@ SUITES: dict[str, Suite] = {
         description="the four algorithms, 3 seeds, on an easy map and on 8m_vs_9m (where "
         "MAPPO plateaus), sized for a 2-core CPU",
         maps=(
-            MapSetting("smax:3m", 600_000),
+            MapSetting("smax:3m", 600_000, _smac_limit("3m")),
             MapSetting(
                 "smax:8m_vs_9m",
                 1_500_000,
+                _smac_limit("8m_vs_9m"),
                 note="8m_vs_9m is not a built-in SMAX map: 8 marines vs 9 marines composed "
                 "from SMAX's units (b2mapo.envs.smax)",
             ),

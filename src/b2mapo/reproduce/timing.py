@@ -120,7 +120,7 @@ def decision_times(
     one env for one step), for a single env (latency) and for a batch of envs (per env)."""
     results: dict[str, dict[str, float]] = {algo: {} for algo in run_dirs}
     for envs in num_envs:
-        calls = 20 if envs == 1 else 5
+        calls = 100 if envs == 1 else 10
         timers = {algo: _decision_timer(d, envs, calls) for algo, d in run_dirs.items()}
         times = interleaved(timers, repeats)
         for algo, own in times.items():

@@ -1,0 +1,1 @@
+"""Reproducing the paper's comparison: suites, their scheduling and the report."""

@@ -1,0 +1,124 @@
+"""``b2mapo reproduce``: suites are validated before anything runs, finished runs are skipped,
+interrupted ones resume, and a whole suite ends in a report with its time tables."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from b2mapo import runner
+from b2mapo.config import ConfigError
+from b2mapo.reproduce import schedule
+from b2mapo.reproduce.suites import SUITES, MapSetting, Suite, get_suite
+from tests.conftest import TINY
+
+# A suite of two algorithms on probe:walk at the tests' tiny sizes: seconds per run.
+TINY_SUITE = Suite(
+    name="tiny",
+    description="tests",
+    maps=(MapSetting("probe:walk", TINY["total_steps"]),),
+    algos=("mappo", "b2mapo"),
+    seeds=2,
+    settings={k: v for k, v in TINY.items() if k not in ("env", "total_steps")} | {"dag_period": 4},
+)
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"algos": ("mappo", "ppo2")}, "ppo2"),
+        ({"maps": (MapSetting("smax:4m", 1000),)}, "smax:4m"),
+        ({"settings": {"learning_rate": 1e-3}}, "learning_rate"),
+        ({"maps": (MapSetting("smax:3m", 1000, {"gamma": 2.0}),)}, "gamma=2.0"),
+        ({"maps": (MapSetting("smax:3m", 1000, algo_settings={"happo": {"epochs": 5}}),)}, "happo"),
+    ],
+)
+def test_a_bad_suite_is_refused_before_anything_runs(
+    change: dict, named: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unknown algorithm, map or field, a bad value, or settings for an algorithm the
+    suite does not run: a one-line error naming it, and no run is started."""
+    monkeypatch.setattr(runner, "train", lambda *a, **k: pytest.fail("a run started"))
+    with pytest.raises(ConfigError, match=named) as error:
+        schedule.run_suite(dataclasses.replace(TINY_SUITE, **change), tmp_path / "out")
+    assert "\n" not in str(error.value) and "tiny" in str(error.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_shipped_suites_are_valid() -> None:
+    """Every shipped suite builds all its runs' configs; cpu-small has 8m_vs_9m and the four
+    algorithms with 3 seeds or more; unknown suite names are refused by name."""
+    for suite in SUITES.values():
+        suite.validate()
+    cpu_small = get_suite("cpu-small")
+    assert "smax:8m_vs_9m" in [m.env for m in cpu_small.maps]
+    assert set(cpu_small.algos) == {"mappo", "happo", "a2po", "b2mapo"}
+    assert cpu_small.seeds >= 3
+    with pytest.raises(ConfigError, match=r"nope.*cpu-small"):
+        get_suite("nope")
+
+
+def test_an_interrupted_suite_resumes_without_redoing_finished_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed between runs: the rerun trains only the runs left. Killed inside a run, after
+    its last checkpoint but before its summary: the rerun resumes that run from the
+    checkpoint and leaves the finished one alone. Then the report and time tables exist."""
+    out = tmp_path / "out"
+    trained: list[str] = []
+    real_train = runner.train
+
+    def train_then_stop(cfg, console=None):
+        if trained:  # the second run: killed before it starts
+            raise KeyboardInterrupt
+        trained.append(cfg.algo)
+        return real_train(cfg, console)
+
+    monkeypatch.setattr(runner, "train", train_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        schedule.run_suite(TINY_SUITE, out)
+    first = out / "probe_walk" / "mappo" / "summary.json"
+    assert trained == ["mappo"] and first.is_file()
+    finished_at = first.stat().st_mtime_ns
+
+    resumed: list[str] = []
+
+    def train_recorded(cfg, console=None):
+        resumed.append(cfg.algo)
+        return real_train(cfg, console)
+
+    monkeypatch.setattr(runner, "train", train_recorded)
+    schedule.run_suite(TINY_SUITE, out)
+    assert resumed == ["b2mapo"]
+    assert first.stat().st_mtime_ns == finished_at
+
+    # Inside a run: its checkpoints stay, its summary is gone.
+    (out / "probe_walk" / "b2mapo" / "summary.json").unlink()
+    resumed.clear()
+    report = schedule.run_suite(TINY_SUITE, out)
+    assert resumed == ["b2mapo"]
+    lines = (out / "probe_walk" / "b2mapo" / runner.METRICS_FILE).read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    trained_points = [(r["update"], r["seed"]) for r in records if r["kind"] == "train"]
+    updates = TINY["total_steps"] // (TINY["num_envs"] * TINY["rollout_len"])
+    assert len(trained_points) == len(set(trained_points)) == updates * TINY_SUITE.seeds
+
+    timing = json.loads((out / "probe_walk" / schedule.TIMING_FILE).read_text())
+    for algo in TINY_SUITE.algos:
+        assert timing["algos"][algo]["round_s"] > 0
+        assert timing["algos"][algo]["decision_s_1_envs"] > 0
+    text = report.read_text()
+    assert "Training time per round" in text and "Execution time per decision" in text
+    assert "b2mapo reproduce --suite tiny" in text
+
+
+def test_an_output_directory_of_another_suite_is_refused(tmp_path: Path) -> None:
+    """Resuming into a directory that holds another suite's runs is refused by name."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / schedule.SUITE_FILE).write_text(json.dumps({"suite": "cpu-small"}))
+    with pytest.raises(ConfigError, match="cpu-small"):
+        schedule.run_suite(TINY_SUITE, out)
