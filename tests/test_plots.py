@@ -197,3 +197,66 @@ def test_cli_missing_run_dir(command: str, tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if "error" in line]
     assert errors == [f"b2mapo {command}: error: {missing} is not a run directory (no config.json)"]
+
+
+def test_dag_history_is_drawn_as_a_strip_and_a_gif(b2mapo_run: Path, tmp_path: Path) -> None:
+    """A B2MAPO run records its DAG at every evaluation; the strip shows at most six of them
+    and the GIF has one frame per record."""
+    from PIL import Image
+
+    from b2mapo.dag_history import read_history
+
+    records = read_history(b2mapo_run)
+    lines = (b2mapo_run / "metrics.jsonl").read_text().splitlines()
+    evaluations = {json.loads(line)["update"] for line in lines if '"kind": "eval"' in line}
+    assert [r["update"] for r in records] == sorted(evaluations)
+    n = len(records[0]["batch_index"])
+    for record in records:
+        adjacency = np.asarray(record["adjacency"], bool)
+        assert np.asarray(record["g"]).shape == (n, n)
+        np.testing.assert_array_equal(record["batch_index"], layering(jnp.asarray(adjacency)))
+    png, gif = plots.plot_dag_history(b2mapo_run, tmp_path / "strip.png", tmp_path / "dags.gif")
+    assert_png(png)
+    with Image.open(gif) as image:
+        assert image.n_frames == len(records)
+        assert image.size[0] > 200 and image.size[1] > 200
+
+
+def test_a_run_without_dag_history_is_refused(b2mapo_run: Path, tmp_path: Path) -> None:
+    """``plot --history`` on a run that recorded no DAGs says so, naming the directory."""
+    run = tmp_path / "copy"
+    shutil.copytree(b2mapo_run, run)
+    (run / "dag_history.jsonl").unlink()
+    with pytest.raises(ConfigError, match="no DAG history"):
+        plots.plot_dag_history(run)
+
+
+def test_resumed_dag_history_drops_records_past_the_checkpoint(tmp_path: Path) -> None:
+    """Records written after the checkpoint a run resumes from are dropped, as metrics are."""
+    from b2mapo.dag_history import HISTORY_FILE, DagRecorder, read_history
+
+    path = tmp_path / HISTORY_FILE
+    path.write_text("".join(json.dumps({"update": u}) + "\n" for u in (2, 4, 6)))
+    recorder = DagRecorder.__new__(DagRecorder)  # no trainer needed to prune the file
+    recorder.path = path
+    recorder.keep_until(4)
+    assert [r["update"] for r in read_history(tmp_path)] == [2, 4]
+
+
+def test_replay_draws_smax_episodes_only(b2mapo_run: Path) -> None:
+    """``b2mapo replay`` on a run of another environment is refused by name (SMAX replays run
+    in CI's smoke suite); a frame is an RGB image of the drawn size."""
+    from b2mapo.replay import Frames, draw_frame, replay
+
+    with pytest.raises(ConfigError, match="SMAX"):
+        replay(b2mapo_run)
+    frames = Frames(
+        positions=np.array([[[10.0, 10.0], [12.0, 11.0], [20.0, 20.0]]]),
+        health=np.array([[45.0, 20.0, 45.0]]),
+        alive=np.array([[True, True, False]]),
+        batch_index=np.array([[0, 1]]),
+        ended=np.array([False]),
+        won=False,
+    )
+    image = draw_frame(frames, 0, 2, (8.0, 8.0, 16.0), "test")
+    assert image.shape == (500, 480, 3) and image.std() > 1.0

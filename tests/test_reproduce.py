@@ -15,13 +15,14 @@ from b2mapo.reproduce import schedule
 from b2mapo.reproduce.suites import SUITES, MapSetting, Suite, get_suite
 from tests.conftest import TINY
 
-# A suite of two algorithms on probe:walk at the tests' tiny sizes: seconds per run.
+# A suite of two algorithms on probe:walk at the tests' tiny sizes (the session's trained
+# B2MAPO run's config): seconds per run.
 TINY_SUITE = Suite(
     name="tiny",
     description="tests",
     maps=(MapSetting("probe:walk", TINY["total_steps"]),),
     algos=("mappo", "b2mapo"),
-    seeds=2,
+    seeds=1,  # the other tests' tiny programs: compiled once per session (shared cache)
     settings={k: v for k, v in TINY.items() if k not in ("env", "total_steps")} | {"dag_period": 4},
 )
 
@@ -113,6 +114,7 @@ def test_an_interrupted_suite_resumes_without_redoing_finished_runs(
     text = report.read_text()
     assert "Training time per round" in text and "Execution time per decision" in text
     assert "b2mapo reproduce --suite tiny" in text
+    assert "learned DAG over training" in text and (out / "dag_probe_walk.gif").is_file()
 
 
 def test_an_output_directory_of_another_suite_is_refused(tmp_path: Path) -> None:

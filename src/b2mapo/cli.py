@@ -26,12 +26,13 @@ from b2mapo.parallel import initialise_processes, is_writer
 if TYPE_CHECKING:
     from b2mapo.config import TrainConfig
 
-USAGE = """usage: b2mapo {train,eval,plot,curves,envs,reproduce,report,suites} [options]
+USAGE = """usage: b2mapo {train,eval,plot,curves,replay,envs,reproduce,report,suites} [options]
 
   train      train an algorithm on an environment (b2mapo train --help lists every option)
   eval       evaluate the newest checkpoint of a run directory
   plot       draw a B2MAPO checkpoint's dependency matrix G, DAG and batches as a PNG
   curves     draw training curves of one or several runs (win rate, K, losses) as a PNG
+  replay     draw one evaluation episode of a SMAX run as a GIF, agents coloured by batch
   envs       list the registered environments
   reproduce  run a suite of the paper's comparison (algorithms x maps x seeds) and report it
   report     build the comparison report from finished run directories
@@ -68,6 +69,9 @@ class PlotArgs:
     of the run's ``dag_period``."""
     sampled: bool = False
     """Draw a sampled DAG (and let π sample its actions) instead of the most likely ones."""
+    history: bool = False
+    """Draw the DAG over training instead (recorded at every evaluation): a strip of six
+    moments as a PNG (``--out``, default ``RUN_DIR/dag_history.png``) and a GIF beside it."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,23 @@ class CurvesArgs:
     """Output PNG; default: ``RUN_DIR/training.png`` for one run, ``curves.png`` for several."""
     x: Literal["env_steps", "wall_time"] = "env_steps"
     """The x axis: env steps per seed, or wall time since the run started."""
+
+
+@dataclass(frozen=True)
+class ReplayArgs:
+    """Draw one greedy evaluation episode of a SMAX run as a GIF, each ally coloured by its
+    batch (B2MAPO: the generator's DAG of each period)."""
+
+    run_dir: Annotated[Path, tyro.conf.Positional]
+    """A directory written by ``b2mapo train`` on a SMAX map."""
+    out: Path | None = None
+    """Output GIF; default: ``RUN_DIR/episode.gif``."""
+    joint: bool = False
+    """B2MAPO: let π act batch by batch on the DAGs instead of π_ind, which executes."""
+    seed_index: int = 0
+    """Which of the run's seeds (0-based index into ``--seeds``)."""
+    env_index: int = 0
+    """Which start state: each index resets the environment with its own fixed key."""
 
 
 @dataclass(frozen=True)
@@ -154,9 +175,14 @@ def _eval(args: list[str], console: Console) -> None:
 
 
 def _plot(args: list[str], console: Console) -> None:
-    from b2mapo.plots import plot_dag
+    from b2mapo.plots import plot_dag, plot_dag_history
 
     parsed = tyro.cli(PlotArgs, args=args, prog="b2mapo plot")
+    if parsed.history:
+        gif = None if parsed.out is None else parsed.out.with_suffix(".gif")
+        for path in plot_dag_history(parsed.run_dir, parsed.out, gif):
+            console.print(f"wrote {path}")
+        return
     out = plot_dag(
         parsed.run_dir,
         parsed.out,
@@ -191,6 +217,14 @@ def _envs(args: list[str], console: Console) -> None:
         )
     for description in HOST_FAMILIES.values():
         console.print(f"{description} (stepped in worker processes)", soft_wrap=True)
+
+
+def _replay(args: list[str], console: Console) -> None:
+    from b2mapo.replay import replay
+
+    parsed = tyro.cli(ReplayArgs, args=args, prog="b2mapo replay")
+    path = replay(parsed.run_dir, parsed.out, parsed.joint, parsed.seed_index, parsed.env_index)
+    console.print(f"wrote {path}")
 
 
 def _reproduce(args: list[str], console: Console) -> None:
@@ -229,6 +263,7 @@ COMMANDS = {
     "plot": _plot,
     "curves": _curves,
     "envs": _envs,
+    "replay": _replay,
     "reproduce": _reproduce,
     "report": _report,
     "suites": _suites,

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import matplotlib
 import numpy as np
 from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
@@ -28,13 +29,11 @@ from matplotlib.ticker import EngFormatter
 from b2mapo import checkpoint
 from b2mapo.config import ConfigError, TrainConfig
 from b2mapo.dag import DagAction, candidate_pairs, edges, layering
+from b2mapo.dag_history import PLOT_RESET_KEY, generator_at
 from b2mapo.policy import load_state
 from b2mapo.runner import METRICS_FILE
-from b2mapo.train import Policies, RunnerState, Trainer
+from b2mapo.train import RunnerState, Trainer
 
-# Key of the environment resets ``plot_dag`` draws at: figures of different checkpoints and
-# seeds of a run show the generator at the same states; ``env_index`` picks another state.
-PLOT_RESET_KEY = 7
 BATCH_COLOURS = matplotlib.colormaps["tab10"]
 # Above this many agents the heatmap drops its per-cell numbers, which would overlap.
 MAX_ANNOTATED_AGENTS = 12
@@ -88,56 +87,6 @@ def load_checkpoint(run_dir: Path, update: int | None = None) -> tuple[Trainer, 
             "(partition=learned) have a DAG generator to draw"
         )
     return load_state(run_dir, update)
-
-
-def generator_at(
-    trainer: Trainer, policies: Policies, key: jax.Array, periods: int, greedy: bool
-) -> tuple[jax.Array, DagAction, jax.Array]:
-    """Reset one environment with ``key``, let π play ``periods`` periods batch by batch on
-    the generator's DAGs (one per period, carries and restarts as in training), then run the
-    generator once more. ``policies`` are one seed's. Returns that last call's G ``[n, n]``,
-    its DAG action and the episode step it saw; ``greedy`` picks the most likely DAGs and
-    actions instead of samples."""
-    env, upper, networks = trainer.env, trainer.upper, trainer.networks
-    reset_key, dag_key, key = jax.random.split(key, 3)
-    env_state, ts = jax.vmap(env.reset)(reset_key[None])
-    first = jnp.ones((1,), bool)
-
-    def play_period(loop: tuple, key: jax.Array) -> tuple[tuple, None]:
-        actor_carry, upper_carry, env_state, ts, first = loop
-        dag_key, key = jax.random.split(key)
-        upper_carry, _, _, batch_index = upper.act(
-            policies.upper, upper_carry, ts.obs, ts.state, dag_key, greedy
-        )
-
-        def play_step(inner: tuple, key: jax.Array) -> tuple[tuple, None]:
-            actor_carry, env_state, ts, first, ended = inner
-            action_key, env_key = jax.random.split(key)
-            actor_carry, action, _ = networks.policy_step(
-                policies.joint["actor"],
-                actor_carry,
-                ts.obs,
-                first,
-                ts.avail,
-                batch_index,
-                action_key,
-                greedy,
-            )
-            env_state, ts = jax.vmap(env.step)(env_key[None], env_state, action)
-            return (actor_carry, env_state, ts, ts.done, ended | ts.done), None
-
-        inner = (actor_carry, env_state, ts, first, jnp.zeros_like(first))
-        steps = jax.random.split(key, trainer.cfg.dag_period)
-        (actor_carry, env_state, ts, first, ended), _ = jax.lax.scan(play_step, inner, steps)
-        return (actor_carry, upper_carry._replace(reset=ended), env_state, ts, first), None
-
-    loop = (networks.initial_carry((1,)), upper.initial_carry(1), env_state, ts, first)
-    (_, upper_carry, _, ts, first), _ = jax.lax.scan(
-        play_period, loop, jax.random.split(key, periods)
-    )
-    _, action, out, _ = upper.act(policies.upper, upper_carry, ts.obs, ts.state, dag_key, greedy)
-    episode_step = jnp.where(first[0], 0, ts.episode_length[0])
-    return out.g[0], jax.tree.map(lambda x: x[0], action), episode_step
 
 
 def _check_indices(trainer: Trainer, seed_index: int, env_index: int, steps: int) -> None:
@@ -211,7 +160,7 @@ def draw_dag(snapshot: DagSnapshot, delta: float, title: str) -> Figure:
     return figure
 
 
-def _batch_colour(batch: int, alpha: float = 1.0) -> tuple[float, float, float, float]:
+def batch_colour(batch: int, alpha: float = 1.0) -> tuple[float, float, float, float]:
     return to_rgba(BATCH_COLOURS(batch % BATCH_COLOURS.N), alpha)
 
 
@@ -256,7 +205,7 @@ def _draw_graph(ax: Axes, snapshot: DagSnapshot, labels: list[str]) -> None:
             },
             zorder=1,
         )
-    colours = [_batch_colour(int(b)) for b in snapshot.batch_index]
+    colours = [batch_colour(int(b)) for b in snapshot.batch_index]
     ax.scatter(positions[:, 0], positions[:, 1], s=900, c=colours, edgecolors="black", zorder=2)
     for label, (x, y) in zip(labels, positions, strict=True):
         ax.text(x, y, label, ha="center", va="center", fontsize=9, zorder=3)
@@ -279,7 +228,7 @@ def _draw_batches(ax: Axes, snapshot: DagSnapshot, labels: list[str], delta: flo
         [str(b), ", ".join(labels[i] for i in np.flatnonzero(snapshot.batch_index == b))]
         for b in range(k)
     ]
-    colours = [[_batch_colour(b, 0.4), _batch_colour(b, 0.15)] for b in range(k)]
+    colours = [[batch_colour(b, 0.4), batch_colour(b, 0.15)] for b in range(k)]
     table = ax.table(
         cellText=cells,
         cellColours=colours,
@@ -465,3 +414,78 @@ def training_figure(runs: list[Path], x: str = "env_steps") -> Figure:
         title = f"{cfg.algo} on {cfg.env}: {runs[0].name}, {seeds} seed(s), mean and min-max band"
     figure.suptitle(title, fontsize=11)
     return figure
+
+
+def _history_snapshot(record: dict[str, Any]) -> DagSnapshot:
+    return DagSnapshot(
+        np.asarray(record["g"]),
+        np.asarray(record["order"]),
+        np.asarray(record["adjacency"], bool),
+        np.asarray(record["batch_index"]),
+    )
+
+
+def _draw_history_point(figure: Figure, g_ax: Axes, dag_ax: Axes, record: dict[str, Any]) -> None:
+    """One point of the DAG history: G as a heatmap (DAG edges outlined) over the DAG."""
+    snapshot = _history_snapshot(record)
+    n = len(snapshot.batch_index)
+    g_ax.imshow(snapshot.g, cmap="Blues", vmin=0.0, vmax=1.0)
+    for i, j in np.argwhere(snapshot.adjacency):
+        g_ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", lw=1.5))
+    ticks = range(n) if n <= MAX_ANNOTATED_AGENTS else []
+    g_ax.set_xticks(ticks)
+    g_ax.set_yticks(ticks)
+    g_ax.set_title(f"update {record['update']}\n{record['env_steps']:,} env steps", fontsize=9)
+    _draw_graph(dag_ax, snapshot, [f"a{i}" for i in range(n)])
+    dag_ax.title.set_fontsize(8)
+
+
+def history_points(records: list[dict[str, Any]], points: int) -> list[dict[str, Any]]:
+    """At most ``points`` records spread evenly over training, the first and last included."""
+    if len(records) <= points:
+        return records
+    picks = np.unique(np.linspace(0, len(records) - 1, points).round().astype(int))
+    return [records[i] for i in picks]
+
+
+def plot_dag_history(
+    run_dir: Path, out_png: Path | None = None, out_gif: Path | None = None, points: int = 6
+) -> tuple[Path, Path]:
+    """Draw a B2MAPO run's DAG over training (``dag_history.jsonl``): a strip of ``points``
+    moments (G above its DAG) as a PNG, and every recorded moment as a GIF frame. Defaults:
+    ``RUN_DIR/dag_history.png`` and ``.gif``. Returns both paths."""
+    from PIL import Image
+
+    from b2mapo.dag_history import read_history
+
+    run_dir = Path(run_dir)
+    cfg = checkpoint.load_config(run_dir)
+    records = read_history(run_dir)
+    if not records:
+        raise ConfigError(
+            f"{run_dir} has no DAG history (written at every evaluation of a B2MAPO run "
+            "on a JAX environment, from b2mapo 0.1 on)"
+        )
+    title = f"{cfg.env}, {run_dir.name}: the generator's most likely DAG at a fixed state"
+    shown = history_points(records, points)
+    strip = Figure(figsize=(3.2 * len(shown), 6.4), layout="constrained")
+    axes = strip.subplots(2, len(shown), squeeze=False, height_ratios=[1, 1.1])
+    for column, record in enumerate(shown):
+        _draw_history_point(strip, axes[0, column], axes[1, column], record)
+    strip.suptitle(title, fontsize=10)
+    out_png = Path(out_png) if out_png else run_dir / "dag_history.png"
+    out_gif = Path(out_gif) if out_gif else run_dir / "dag_history.gif"
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    strip.savefig(out_png, dpi=100)
+    frames = []
+    for record in records:
+        frame = Figure(figsize=(7.0, 3.6), layout="constrained")
+        g_ax, dag_ax = frame.subplots(1, 2, width_ratios=[1, 1.3])
+        _draw_history_point(frame, g_ax, dag_ax, record)
+        frame.suptitle(title, fontsize=8)
+        canvas = FigureCanvasAgg(frame)
+        canvas.draw()
+        frames.append(Image.fromarray(np.asarray(canvas.buffer_rgba())).convert("RGB"))
+    out_gif.parent.mkdir(parents=True, exist_ok=True)
+    frames[0].save(out_gif, save_all=True, append_images=frames[1:], duration=700, loop=0)
+    return out_png, out_gif

@@ -20,6 +20,7 @@ from rich.table import Table
 from b2mapo import checkpoint
 from b2mapo.checkpoint import atomic_write
 from b2mapo.config import ConfigError, TrainConfig
+from b2mapo.dag_history import DagRecorder, first_seed
 from b2mapo.errors import HostEnvError
 from b2mapo.exported import compile_chunk
 from b2mapo.parallel import is_writer
@@ -285,6 +286,12 @@ def _train(trainer: Trainer, console: Console | None) -> Summary:
         last_good = str(checkpoint.checkpoints(run_dir)[-1][1])
         console.print(f"resuming {run_dir} from update {update}")
     done_updates = int(np.asarray(state.update).max())
+    # B2MAPO: the learned DAG at a fixed state after every evaluation (dag_history.py); a
+    # host environment has no reset to replay, and other processes hold no first seed.
+    dags = None
+    if trainer.learned and writer and not trainer.pools and jax.process_count() == 1:
+        dags = DagRecorder(trainer, run_dir)
+        dags.keep_until(done_updates)
     if log is not None:
         checkpoint.save_config(run_dir, cfg)
         log.keep_until(done_updates)
@@ -340,7 +347,10 @@ def _train(trainer: Trainer, console: Console | None) -> Summary:
             )
             if "update_seconds" in metrics:
                 status += f" upd {np.asarray(metrics['update_seconds'])[:, -1].mean():.2f}s"
-            if eval_chunks and (chunk_index % eval_chunks == 0 or done_updates >= total_updates):
+            evaluating = eval_chunks and (
+                chunk_index % eval_chunks == 0 or done_updates >= total_updates
+            )
+            if evaluating:
                 greedy, sampled = evaluate(trainer, state)
                 wall_time = time.perf_counter() - run_started
                 if log is not None:
@@ -349,6 +359,8 @@ def _train(trainer: Trainer, console: Console | None) -> Summary:
                 if "joint_win_rate" in greedy:  # B2MAPO: π_ind, then π
                     status += f"/{greedy['joint_win_rate'].mean():.2f}"
             host_state = trainer.layout.to_host(state)  # every process takes part in the gather
+            if evaluating and dags is not None:
+                dags.record(first_seed(host_state), done_updates)
             if writer:
                 last_good = str(checkpoint.save(run_dir, done_updates, host_state))
             progress.update(task, completed=done_updates * cfg.steps_per_update, status=status)

@@ -136,7 +136,7 @@ def run_suite(suite: Suite, out: Path, console: Console | None = None) -> Path:
         if last_of_map:
             of_map = {a: c for m, a, c in runs if m == setting}
             tables.append(_time_tables(out, setting, of_map, console))
-    extra = time_tables_markdown(tables) + suite_markdown(suite, out)
+    extra = time_tables_markdown(tables) + pictures_markdown(out, runs) + suite_markdown(suite, out)
     run_dirs = [Path(cfg.run_dir) for _, _, cfg in runs]
     return build_report(
         run_dirs, out, title=f"b2mapo reproduce: suite {suite.name}", extra_markdown=extra
@@ -182,6 +182,34 @@ def time_tables_markdown(tables: list[dict[str, Any]]) -> str:
         f"`{TIMING_FILE}`.\n"
     )
     return "\n".join(sections) + "\n" + note + "\n"
+
+
+def pictures_markdown(out: Path, runs: list[tuple[MapSetting, str, TrainConfig]]) -> str:
+    """Pictures of each map's B2MAPO run: its DAG over training (strip and GIF) and, on SMAX,
+    one greedy episode of π acting batch by batch, allies coloured by batch."""
+    from b2mapo.plots import plot_dag_history
+    from b2mapo.replay import replay
+
+    lines = []
+    for setting, algo, cfg in runs:
+        if cfg.partition != "learned":
+            continue
+        run_dir = Path(cfg.run_dir)
+        strip, gif = plot_dag_history(
+            run_dir, out / f"dag_{setting.slug}.png", out / f"dag_{setting.slug}.gif"
+        )
+        lines += [
+            f"### {setting.env}: {algo}'s learned DAG over training",
+            "",
+            f"![DAG over training]({strip.name}) (every evaluation: [{gif.name}]({gif.name}))",
+            "",
+        ]
+        if setting.env.startswith("smax:"):
+            episode = replay(run_dir, out / f"episode_{setting.slug}.gif", joint=True)
+            lines += [f"One greedy episode of π, allies coloured by batch: ![]({episode.name})", ""]
+    if not lines:
+        return ""
+    return "## The learned DAG\n\n" + "\n".join(lines) + "\n"
 
 
 def suite_markdown(suite: Suite, out: Path) -> str:

@@ -1,0 +1,120 @@
+"""The learned DAG over training, without keeping checkpoints: at every evaluation of a B2MAPO
+run, the generator's most likely DAG at a fixed start state (the run's first seed) is
+appended to ``dag_history.jsonl``; ``b2mapo plot --history`` draws it as a strip and a GIF."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from b2mapo.checkpoint import atomic_write
+from b2mapo.dag import DagAction, edges, layering
+from b2mapo.train import Policies, RunnerState, Trainer
+
+HISTORY_FILE = "dag_history.jsonl"
+# Key of the environment resets the DAG figures and the history are drawn at: figures of
+# different checkpoints and seeds of a run show the generator at the same states.
+PLOT_RESET_KEY = 7
+
+
+def generator_at(
+    trainer: Trainer, policies: Policies, key: jax.Array, periods: int, greedy: bool
+) -> tuple[jax.Array, DagAction, jax.Array]:
+    """Reset one environment with ``key``, let π play ``periods`` periods batch by batch on
+    the generator's DAGs (one per period, carries and restarts as in training), then run the
+    generator once more. ``policies`` are one seed's. Returns that last call's G ``[n, n]``,
+    its DAG action and the episode step it saw; ``greedy`` picks the most likely DAGs and
+    actions instead of samples."""
+    env, upper, networks = trainer.env, trainer.upper, trainer.networks
+    reset_key, dag_key, key = jax.random.split(key, 3)
+    env_state, ts = jax.vmap(env.reset)(reset_key[None])
+    first = jnp.ones((1,), bool)
+
+    def play_period(loop: tuple, key: jax.Array) -> tuple[tuple, None]:
+        actor_carry, upper_carry, env_state, ts, first = loop
+        dag_key, key = jax.random.split(key)
+        upper_carry, _, _, batch_index = upper.act(
+            policies.upper, upper_carry, ts.obs, ts.state, dag_key, greedy
+        )
+
+        def play_step(inner: tuple, key: jax.Array) -> tuple[tuple, None]:
+            actor_carry, env_state, ts, first, ended = inner
+            action_key, env_key = jax.random.split(key)
+            actor_carry, action, _ = networks.policy_step(
+                policies.joint["actor"],
+                actor_carry,
+                ts.obs,
+                first,
+                ts.avail,
+                batch_index,
+                action_key,
+                greedy,
+            )
+            env_state, ts = jax.vmap(env.step)(env_key[None], env_state, action)
+            return (actor_carry, env_state, ts, ts.done, ended | ts.done), None
+
+        inner = (actor_carry, env_state, ts, first, jnp.zeros_like(first))
+        steps = jax.random.split(key, trainer.cfg.dag_period)
+        (actor_carry, env_state, ts, first, ended), _ = jax.lax.scan(play_step, inner, steps)
+        return (actor_carry, upper_carry._replace(reset=ended), env_state, ts, first), None
+
+    loop = (networks.initial_carry((1,)), upper.initial_carry(1), env_state, ts, first)
+    (_, upper_carry, _, ts, first), _ = jax.lax.scan(
+        play_period, loop, jax.random.split(key, periods)
+    )
+    _, action, out, _ = upper.act(policies.upper, upper_carry, ts.obs, ts.state, dag_key, greedy)
+    episode_step = jnp.where(first[0], 0, ts.episode_length[0])
+    return out.g[0], jax.tree.map(lambda x: x[0], action), episode_step
+
+
+class DagRecorder:
+    """Appends the generator's greedy DAG at the fixed start state (seed index 0, env 0) to a
+    run's ``dag_history.jsonl``: one record per evaluation."""
+
+    def __init__(self, trainer: Trainer, run_dir: Path) -> None:
+        self.path = Path(run_dir) / HISTORY_FILE
+        self._steps_per_update = trainer.cfg.steps_per_update
+        key = jax.random.PRNGKey(PLOT_RESET_KEY)
+        self._probe = jax.jit(lambda policies: generator_at(trainer, policies, key, 0, True))
+
+    def keep_until(self, update: int) -> None:
+        """Drop records past ``update`` (written after the checkpoint a run resumes from)."""
+        if not self.path.exists():
+            return
+        lines = [line for line in self.path.read_text().splitlines() if line.strip()]
+        kept = [line for line in lines if json.loads(line)["update"] <= update]
+        atomic_write(self.path, "".join(line + "\n" for line in kept).encode())
+
+    def record(self, policies: Policies, update: int) -> None:
+        """Append the DAG of ``policies`` (one seed's) after ``update`` updates."""
+        g, action, _ = self._probe(policies)
+        adjacency = edges(action)
+        record = {
+            "update": update,
+            "env_steps": update * self._steps_per_update,
+            "g": np.asarray(g).round(4).tolist(),
+            "order": np.asarray(action.order).tolist(),
+            "adjacency": np.asarray(adjacency).astype(int).tolist(),
+            "batch_index": np.asarray(layering(adjacency)).tolist(),
+        }
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def read_history(run_dir: Path) -> list[dict[str, Any]]:
+    """A run's DAG records in update order (empty if it has none)."""
+    path = Path(run_dir) / HISTORY_FILE
+    if not path.is_file():
+        return []
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    return sorted((json.loads(line) for line in lines), key=lambda r: r["update"])
+
+
+def first_seed(state: RunnerState) -> Policies:
+    """The acting parameters of the first seed of a (host) runner state."""
+    return jax.tree.map(lambda x: jnp.asarray(x[0]), Trainer.policies(state))
