@@ -7,6 +7,7 @@ from functools import partial
 from typing import Any
 
 from b2mapo.envs.core import Env
+from b2mapo.envs.coupled import CoupledPairs
 from b2mapo.envs.host.football import SCENARIOS as FOOTBALL_SCENARIOS
 from b2mapo.envs.host.football import FootballEnv, check_scenario
 from b2mapo.envs.host.pettingzoo import PettingZooEnv
@@ -24,6 +25,7 @@ REGISTRY: dict[str, EnvMaker] = {
     "mpe:simple_spread": SimpleSpreadEnv,
     "probe:climbing": climbing_game,
     "probe:walk": TargetWalk,
+    "probe:coupled": CoupledPairs,
 }
 
 
