@@ -93,6 +93,20 @@ class WrappedState(NamedTuple):
     stats: EpisodeStats
 
 
+def reset_where(
+    done: jax.Array, reset_state: Any, stepped_state: Any, reset_view: Any, stepped_view: Any
+) -> tuple[Any, Any]:
+    """Auto-reset of a pure env's step: the fresh episode's state and view (obs, global
+    state, avail) where ``done``, else the stepped ones."""
+
+    def pick(fresh: jax.Array, kept: jax.Array) -> jax.Array:
+        return jnp.where(done, fresh, kept)
+
+    return jax.tree.map(pick, reset_state, stepped_state), jax.tree.map(
+        pick, reset_view, stepped_view
+    )
+
+
 def strip_weak_types(tree: Any) -> Any:
     """Give every leaf a strong dtype, so that jitted steps do not compile twice."""
     return jax.tree.map(lambda leaf: jnp.asarray(leaf, dtype=jnp.asarray(leaf).dtype), tree)

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from b2mapo.envs.core import EnvSpec, EpisodeStats, TimeStep
+from b2mapo.envs.core import EnvSpec, EpisodeStats, TimeStep, reset_where
 
 DEFAULT_PAIRS = ((0, 1), (2, 3))
 
@@ -130,9 +130,8 @@ class CoupledPairs:
 
         next_state, fresh = self.reset(reset_key)
         keep = CoupledState(cue, perfect, EpisodeStats(episode_return, length))
-        next_state = jax.tree.map(lambda r, s: jnp.where(done, r, s), next_state, keep)
-        obs, global_state, avail = jax.tree.map(
-            lambda r, s: jnp.where(done, r, s), (fresh.obs, fresh.state, fresh.avail), reached
+        next_state, (obs, global_state, avail) = reset_where(
+            done, next_state, keep, (fresh.obs, fresh.state, fresh.avail), reached
         )
         timestep = TimeStep(
             obs=obs,

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from b2mapo.envs.core import EnvSpec, EpisodeStats, TimeStep
+from b2mapo.envs.core import EnvSpec, EpisodeStats, TimeStep, reset_where
 
 # The climbing game (Claus & Boutilier, 1998): the optimum (0, 0) is surrounded by
 # penalties, so agents that each best-respond to the other's current policy settle lower.
@@ -135,9 +135,8 @@ class TargetWalk:
 
         next_state, fresh = self.reset(key)
         keep = WalkState(cell, state.target, EpisodeStats(episode_return, length))
-        next_state = jax.tree.map(lambda r, s: jnp.where(done, r, s), next_state, keep)
-        obs, global_state, avail = jax.tree.map(
-            lambda r, s: jnp.where(done, r, s), (fresh.obs, fresh.state, fresh.avail), reached
+        next_state, (obs, global_state, avail) = reset_where(
+            done, next_state, keep, (fresh.obs, fresh.state, fresh.avail), reached
         )
         timestep = TimeStep(
             obs=obs,
