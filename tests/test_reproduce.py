@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from b2mapo import runner
+from b2mapo.cli import main
 from b2mapo.config import ConfigError
 from b2mapo.reproduce import schedule
 from b2mapo.reproduce.suites import SUITES, MapSetting, Suite, get_suite
@@ -115,6 +116,11 @@ def test_an_interrupted_suite_resumes_without_redoing_finished_runs(
     assert "Training time per round" in text and "Execution time per decision" in text
     assert "b2mapo reproduce --suite tiny" in text
     assert "learned DAG over training" in text and (out / "dag_probe_walk.gif").is_file()
+    # b2mapo report on the suite's runs finds the map's time tables beside them.
+    runs = [str(out / "probe_walk" / algo) for algo in TINY_SUITE.algos]
+    main(["report", *runs, "--out", str(tmp_path / "rebuilt")])
+    rebuilt = (tmp_path / "rebuilt" / "report.md").read_text()
+    assert "Training time per round" in rebuilt and "mappo" in rebuilt
 
 
 def test_an_output_directory_of_another_suite_is_refused(tmp_path: Path) -> None:

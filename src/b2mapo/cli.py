@@ -237,9 +237,11 @@ def _reproduce(args: list[str], console: Console) -> None:
 
 def _report(args: list[str], console: Console) -> None:
     from b2mapo.reproduce.report import build_report
+    from b2mapo.reproduce.schedule import suite_time_tables
 
     parsed = tyro.cli(ReportArgs, args=args, prog="b2mapo report")
-    console.print(f"wrote {build_report(list(parsed.run_dirs), parsed.out)}")
+    extra = suite_time_tables(list(parsed.run_dirs))
+    console.print(f"wrote {build_report(list(parsed.run_dirs), parsed.out, extra_markdown=extra)}")
 
 
 def _suites(args: list[str], console: Console) -> None:

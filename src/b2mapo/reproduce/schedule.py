@@ -184,6 +184,14 @@ def time_tables_markdown(tables: list[dict[str, Any]]) -> str:
     return "\n".join(sections) + "\n" + note + "\n"
 
 
+def suite_time_tables(run_dirs: list[Path]) -> str:
+    """The time tables of the suite maps the run directories belong to (a suite keeps a
+    map's ``timing.json`` beside its runs), or nothing for runs trained outside a suite."""
+    paths = dict.fromkeys(Path(d).resolve().parent / TIMING_FILE for d in run_dirs)
+    tables = [json.loads(p.read_text()) for p in paths if p.is_file()]
+    return time_tables_markdown(tables) if tables else ""
+
+
 def pictures_markdown(out: Path, runs: list[tuple[MapSetting, str, TrainConfig]]) -> str:
     """Pictures of each map's B2MAPO run: its DAG over training (strip and GIF) and, on SMAX,
     one greedy episode of π acting batch by batch, allies coloured by batch."""
