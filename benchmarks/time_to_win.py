@@ -13,10 +13,10 @@ load) and ratios to the first are printed.
 Per algorithm the table gives env steps and wall seconds to the target (median and range
 over seeds; a seed that never reached it counts as not reached), the training seconds to it
 (the same wall time without the evaluations, which cost B2MAPO two policies' worth), the
-final greedy win of the executing policy and, for B2MAPO, of π, and the diagnostics of the
-last chunk (B2MAPO: mean K of the DAGs, generator entropy, π_ind's clipped fraction and
-KL(π || π_ind)). The JSON holds every evaluation of every seed and the per-chunk means of
-those diagnostics.
+final greedy win of the executing policy and, for B2MAPO, π's own env steps to the target
+and final greedy win, and the diagnostics of the last chunk (B2MAPO: mean K of the DAGs,
+generator entropy, π_ind's clipped fraction and KL(π || π_ind)). The JSON holds every
+evaluation of every seed and the per-chunk means of those diagnostics.
 
 An algorithm is a preset name, optionally with overrides: ``NAME=PRESET:FIELD=VALUE,...``
 (values are JSON, else strings), e.g. ``b2-lr5e-4=b2mapo:lr=0.0005``.
@@ -94,6 +94,7 @@ def race(name: str, overrides: dict[str, Any], args: argparse.Namespace) -> dict
     chunk = trainer.chunk.lower(state).compile()
     compile_s = time.perf_counter() - wall0
     reached: list[dict[str, float] | None] = [None] * cfg.seeds
+    joint_reached: list[int | None] = [None] * cfg.seeds  # B2MAPO's π: env steps only
     evals, diagnostics = [], []
     train_s = compile_s  # wall time without the evaluations
     num_chunks = cfg.num_updates // cfg.updates_per_chunk
@@ -126,6 +127,9 @@ def race(name: str, overrides: dict[str, Any], args: argparse.Namespace) -> dict
         for seed, win in enumerate(point["win_rate"]):
             if reached[seed] is None and win >= args.target:
                 reached[seed] = {"env_steps": steps, "wall_s": wall, "train_s": train_s}
+        for seed, win in enumerate(point.get("joint_win_rate", [])):
+            if joint_reached[seed] is None and win >= args.target:
+                joint_reached[seed] = steps
         if not args.full and all(reached):
             break
     last = evals[-1]
@@ -134,6 +138,7 @@ def race(name: str, overrides: dict[str, Any], args: argparse.Namespace) -> dict
         "overrides": overrides,
         "compile_s": compile_s,
         "reached": reached,
+        "joint_reached_env_steps": joint_reached if "joint_win_rate" in last else None,
         "final_win_rate": last["win_rate"],
         "final_joint_win_rate": last.get("joint_win_rate"),
         "final_env_steps": last["env_steps"],
@@ -160,6 +165,14 @@ def mean_std(values: list[float] | None) -> str:
     if values is None:
         return "-"
     return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+
+
+def joint_steps(reached: list[int | None] | None) -> str:
+    """B2MAPO's π: median env steps to the target (and range), "-" for other algorithms."""
+    if reached is None:
+        return "-"
+    median, text = spread(list(reached))
+    return f"{text}" if median is None else f"{median:,.0f} ({text})"
 
 
 def main() -> None:
@@ -213,6 +226,7 @@ def main() -> None:
         "train s (median)",
         "× first",
         "final win (exec)",
+        "π: env steps (median)",
         "final win π",
         "last diagnostics",
     ):
@@ -239,6 +253,7 @@ def main() -> None:
             "-" if train is None else f"{train:.0f}",
             ratio(train, first_train),
             mean_std(result["final_win_rate"]),
+            joint_steps(result["joint_reached_env_steps"]),
             mean_std(result["final_joint_win_rate"]),
             " ".join(f"{k}={v:.3g}" for k, v in last.items() if k != "win_rate"),
         )
