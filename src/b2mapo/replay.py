@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from b2mapo.config import ConfigError
 from b2mapo.dag_history import PLOT_RESET_KEY
 from b2mapo.plots import batch_colour
-from b2mapo.policy import Policy, load_state
+from b2mapo.policy import load_state
 from b2mapo.train import Policies, Trainer
 
 
@@ -41,58 +41,37 @@ def _units(env_state: object) -> tuple[jax.Array, jax.Array, jax.Array]:
     return smax.unit_positions, smax.unit_health, smax.unit_alive
 
 
-def play_episode(policy: Policy, policies: Policies, joint: bool, env_index: int) -> Frames:
-    """Play one greedy episode of the policy's environment from a fixed reset key; with
-    ``joint``, B2MAPO's π acts (``policies`` are the seed's acting parameters)."""
-    trainer = policy.trainer
-    env, cfg = trainer.env, trainer.cfg
+def play_episode(trainer: Trainer, policies: Policies, joint: bool, env_index: int) -> Frames:
+    """Play one greedy episode of the run's environment from a fixed reset key with the
+    policy evaluation plays (π_ind for B2MAPO, or π with ``joint``); ``policies`` are the
+    seed's. The batches shown are π's: for π_ind, π's player steps beside it for them."""
+    shown = trainer.joint_player(1)
+    player = trainer.derived_player(1) if trainer.learned and not joint else shown
     key = jax.random.fold_in(jax.random.PRNGKey(PLOT_RESET_KEY), env_index)
-    limit = env.spec.episode_limit
+    env, limit = trainer.env, trainer.env.spec.episode_limit
 
     def episode(key: jax.Array) -> tuple:
         reset_key, key = jax.random.split(key)
         env_state, ts = jax.vmap(env.reset)(reset_key[None])
-        acting = policy.initial_state(1)
-        upper_carry = trainer.upper.initial_carry(1) if trainer.learned else None
+        acting, key = player.start(policies, key)
+        showing = shown.start(policies, key)[0] if player is not shown else None
 
         def step(carry: tuple, inputs: tuple) -> tuple:
-            env_state, ts, acting, upper_carry, batch_index, ended = carry
+            env_state, ts, acting, showing, ended = carry
             t, key = inputs
-            dag_key, act_key, env_key = jax.random.split(key, 3)
-            if trainer.learned:
-                new_carry, _, _, proposed = trainer.upper.act(
-                    policies.upper, upper_carry, ts.obs, ts.state, dag_key, True
-                )
-                boundary = t % cfg.dag_period == 0
-                upper_carry = jax.tree.map(
-                    lambda new, old: jnp.where(boundary, new, old), new_carry, upper_carry
-                )
-                batch_index = jnp.where(boundary, proposed, batch_index)
-            if joint:
-                actor_carry, action, _ = trainer.networks.policy_step(
-                    policies.joint["actor"],
-                    acting.carry,
-                    ts.obs,
-                    jnp.zeros((1,), bool),
-                    ts.avail,
-                    batch_index,
-                    act_key,
-                    True,
-                )
-                acting = acting._replace(carry=actor_carry)
-            else:
-                acting, action = policy.act(acting, ts.obs, ts.avail, act_key, greedy=True)
-                if not trainer.learned:
-                    batch_index = acting.batch_index
+            act_key, env_key = jax.random.split(key)
+            first = jnp.broadcast_to(t == 0, (1,))
+            acting, action = player.act(policies, acting, ts, first, t, act_key, True)
+            if showing is not None:
+                showing, _ = shown.act(policies, showing, ts, first, t, act_key, True)
+            batch_index = (acting if showing is None else showing)[-1]
             frame = (*_units(env_state), batch_index[0], ended)
             env_state, ts = jax.vmap(env.step)(env_key[None], env_state, action)
             won = ~ended & ts.done[0] & ts.won[0]  # the first episode's end only
-            return (env_state, ts, acting, upper_carry, batch_index, ended | ts.done[0]), (
-                frame,
-                won,
-            )
+            next_carry = (env_state, ts, acting, showing, ended | ts.done[0])
+            return next_carry, (frame, won)
 
-        start = (env_state, ts, acting, upper_carry, acting.batch_index, jnp.bool_(False))
+        start = (env_state, ts, acting, showing, jnp.bool_(False))
         steps = (jnp.arange(limit), jax.random.split(key, limit))
         _, (frames, won) = jax.lax.scan(step, start, steps)
         return frames, won
@@ -161,7 +140,7 @@ def replay(
     from PIL import Image
 
     run_dir = Path(run_dir)
-    trainer, update, state = load_state(run_dir)
+    trainer, _, state = load_state(run_dir)
     cfg = trainer.cfg
     if not cfg.env.startswith("smax:"):
         raise ConfigError(f"b2mapo replay draws SMAX episodes; {run_dir} trained on {cfg.env}")
@@ -170,13 +149,12 @@ def replay(
     if not 0 <= seed_index < cfg.seeds:
         raise ConfigError(f"seed_index={seed_index} must be in 0..{cfg.seeds - 1}")
     policies = jax.tree.map(lambda x: x[seed_index], Trainer.policies(state))
-    policy = Policy(trainer, policies.derived if trainer.learned else policies.joint, update)
-    frames = play_episode(policy, policies, joint, env_index)
+    frames = play_episode(trainer, policies, joint, env_index)
     smax = trainer.env._env
     played = int(np.sum(~frames.ended))
-    who = "π (batch by batch)" if joint else ("π_ind" if policy.trainer.learned else "policy")
+    who = "π (batch by batch)" if joint else ("π_ind" if trainer.learned else "policy")
     outcome = "won" if frames.won else "not won"
-    title = f"{policy.config.env} {policy.config.algo}, {who}: {outcome} in {played} steps"
+    title = f"{cfg.env} {cfg.algo}, {who}: {outcome} in {played} steps"
     box = view_box(frames, played)
     images = [
         Image.fromarray(draw_frame(frames, t, smax.num_allies, box, title)) for t in range(played)

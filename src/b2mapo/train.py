@@ -419,27 +419,29 @@ class Trainer:
         ``joint``, key ``"joint_"`` also scores π acting batch by batch on sampled DAGs.
         """
         if not self.learned:
-            return {"": self._play(self._joint_player(), policies, keys, greedy)}
+            return {"": self._play(self.joint_player(), policies, keys, greedy)}
         derived_keys, joint_keys = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
-        results = {"": self._play(self._derived_player(), policies, derived_keys, greedy)}
+        results = {"": self._play(self.derived_player(), policies, derived_keys, greedy)}
         if joint:
-            results["joint_"] = self._play(self._joint_player(), policies, joint_keys, greedy)
+            results["joint_"] = self._play(self.joint_player(), policies, joint_keys, greedy)
         return results
 
-    def _derived_player(self) -> Player:
-        """π_ind acting on its own histories."""
+    def derived_player(self, num_envs: int | None = None) -> Player:
+        """π_ind acting on its own histories, in ``num_envs`` envs (default: evaluation's)."""
+        num_envs = num_envs or self.cfg.eval_episodes
 
         def start(policies: Policies, key: jax.Array) -> tuple[jax.Array, jax.Array]:
-            return self.networks.initial_carry((self.cfg.eval_episodes,)), key
+            return self.networks.initial_carry((num_envs,)), key
 
         def act(policies, carry, ts, first, step, key, greedy):
             return self.derived.act(policies.derived, carry, ts.obs, first, ts.avail, key, greedy)
 
         return Player(start, act)
 
-    def _joint_player(self) -> Player:
-        """π acting batch by batch: on a fixed partition, or on a DAG every ``dag_period``."""
-        episodes, n = self.cfg.eval_episodes, self.env.spec.num_agents
+    def joint_player(self, num_envs: int | None = None) -> Player:
+        """π acting batch by batch: on a fixed partition, or on a DAG every ``dag_period``, in
+        ``num_envs`` envs (default: evaluation's). Its carry ends with the batch index."""
+        episodes, n = num_envs or self.cfg.eval_episodes, self.env.spec.num_agents
 
         def start(policies: Policies, key: jax.Array) -> tuple[tuple, jax.Array]:
             partition_key, key = jax.random.split(key)
