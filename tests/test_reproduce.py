@@ -123,6 +123,21 @@ def test_an_interrupted_suite_resumes_without_redoing_finished_runs(
     assert "Training time per round" in rebuilt and "mappo" in rebuilt
 
 
+def test_the_eta_weighs_runs_by_their_env_steps_seeds_and_agents() -> None:
+    """After a 3-agent run, a run of the same algorithm with 8 agents and 2.5 x the env steps
+    is expected to take 8 / 3 x 2.5 as long."""
+    pace = schedule.Pace()
+    assert pace.eta([]) == "ETA after the first run"
+    runs = get_suite("cpu-small").runs(Path("unused"))
+    three, eight = (
+        next(cfg for _, algo, cfg in runs if cfg.env == env and algo == "mappo")
+        for env in ("smax:3m", "smax:8m_vs_9m")
+    )
+    pace.add(three, 60.0 * three.total_steps / 600_000)
+    expected = 8 / 3 * eight.total_steps / 600_000
+    assert pace.eta([eight]) == f"ETA {expected:.0f} min"
+
+
 def test_an_output_directory_of_another_suite_is_refused(tmp_path: Path) -> None:
     """Resuming into a directory that holds another suite's runs is refused by name."""
     out = tmp_path / "out"

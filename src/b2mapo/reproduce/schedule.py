@@ -15,6 +15,7 @@ from rich.console import Console
 
 from b2mapo.checkpoint import atomic_write
 from b2mapo.config import TrainConfig
+from b2mapo.envs.registry import is_host, make_env
 from b2mapo.errors import ConfigError
 from b2mapo.reproduce.suites import MapSetting, Suite
 from b2mapo.reproduce.timing import decision_times, machine_info, round_times
@@ -65,15 +66,21 @@ def _commit() -> str:
 
 
 class Pace:
-    """ETA of the runs left: seconds per weighted env step of the runs trained so far."""
+    """ETA of the runs left: seconds per unit of work of the runs trained so far, a run's
+    work being its env steps x seeds x agents x its algorithm's relative step cost (the
+    networks and most of an env step grow with the agents: 8m_vs_9m's step costs about
+    three of 3m's)."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
         self.work = 0.0
+        self._agents: dict[str, int] = {}
 
-    @staticmethod
-    def work_of(cfg: TrainConfig) -> float:
-        return cfg.total_steps * cfg.seeds * STEP_COST.get(cfg.algo, 1.5)
+    def work_of(self, cfg: TrainConfig) -> float:
+        if cfg.env not in self._agents:  # host envs (none in the shipped suites): 1
+            self._agents[cfg.env] = 1 if is_host(cfg.env) else make_env(cfg.env).spec.num_agents
+        agents = self._agents[cfg.env]
+        return cfg.total_steps * cfg.seeds * agents * STEP_COST.get(cfg.algo, 1.5)
 
     def add(self, cfg: TrainConfig, seconds: float) -> None:
         self.seconds += seconds
