@@ -149,7 +149,7 @@ SUITES: dict[str, Suite] = {
         algos=PAPER_ALGOS,
         seeds=3,
         settings={"eval_every": 20, "eval_episodes": 64, "final_eval_episodes": 400},
-        expected="about 2 hours on 2 CPU cores",
+        expected="about 100 minutes on 2 CPU cores (measured: docs/results/cpu-small)",
     ),
     "paper": Suite(
         name="paper",
