@@ -33,8 +33,8 @@ from timing import machine_info
 
 from b2mapo.config import resolve
 from b2mapo.engine import batch_sequential_update
-from b2mapo.rollout import Distillation, rollout
-from b2mapo.train import RunnerState, Trainer
+from b2mapo.rollout import Distillation
+from b2mapo.train import Collected, RunnerState, Trainer
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "round_pieces.json"
 
@@ -55,26 +55,29 @@ def over_seeds(fn: Callable[..., Any]) -> Callable[..., Any]:
     return jax.jit(jax.vmap(fn))
 
 
-def mappo_pieces(trainer: Trainer, state: RunnerState, repeats: int) -> dict[str, float]:
-    """MAPPO's rollout, engine update and whole round."""
-    n = trainer.env.spec.num_agents
+def pi_update(trainer: Trainer) -> Callable[[RunnerState, Collected], Any]:
+    """π's engine update on a collected rollout (the first step of every update phase)."""
 
-    def collect(s: RunnerState) -> Any:
-        partition_key, rollout_key = jax.random.split(s.key)
-        batch_index = trainer.partitioner.partition(partition_key, jnp.zeros((n,)))
-        params, length = s.learner.params, trainer.cfg.rollout_len
-        return rollout(
-            trainer.env, trainer.networks, params, s.loop, rollout_key, length, batch_index
-        )[1]
-
-    def update(s: RunnerState, trajectory: Any) -> Any:
+    def update(s: RunnerState, collected: Collected) -> Any:
         return batch_sequential_update(
-            s.learner, trajectory, s.key, trainer.networks, trainer.partitioner, trainer.cfg
+            s.learner,
+            collected.trajectory,
+            s.key,
+            trainer.networks,
+            trainer.partitioner,
+            trainer.cfg,
         )
 
+    return update
+
+
+def mappo_pieces(trainer: Trainer, state: RunnerState, repeats: int) -> dict[str, float]:
+    """MAPPO's rollout, engine update and whole round."""
     seconds = {}
-    seconds["rollout"], trajectory = best_seconds(over_seeds(collect), state, repeats=repeats)
-    seconds["pi_update"], _ = best_seconds(over_seeds(update), state, trajectory, repeats=repeats)
+    collect = over_seeds(lambda s: trainer.collect(s, s.key))
+    seconds["rollout"], collected = best_seconds(collect, state, repeats=repeats)
+    update = over_seeds(pi_update(trainer))
+    seconds["pi_update"], _ = best_seconds(update, state, collected, repeats=repeats)
     round_fn = over_seeds(lambda s: trainer._round(s, None))
     seconds["round"], _ = best_seconds(round_fn, state, repeats=repeats)
     return seconds
@@ -82,46 +85,21 @@ def mappo_pieces(trainer: Trainer, state: RunnerState, repeats: int) -> dict[str
 
 def b2mapo_pieces(trainer: Trainer, state: RunnerState, repeats: int) -> dict[str, float]:
     """B2MAPO's rollout, π's update, the generator's, the teacher pass, π_ind's, the round."""
-    networks, seconds = trainer.networks, {}
-
-    def collect(s: RunnerState) -> Any:
-        return trainer.collect_learned(s, s.key)
-
-    seconds["rollout"], collected = best_seconds(over_seeds(collect), state, repeats=repeats)
-
-    def pi_update(s: RunnerState, c: Any) -> Any:
-        return batch_sequential_update(
-            s.learner, c.trajectory, s.key, networks, trainer.partitioner, trainer.cfg
-        )
-
-    seconds["pi_update"], (learner, _) = best_seconds(
-        over_seeds(pi_update), state, collected, repeats=repeats
-    )
-
-    def generator_update(s: RunnerState, c: Any) -> Any:
-        last = c.loop.timestep
-        last_value = trainer.upper.value(s.upper.params, c.upper_carry, last.obs, last.state)
-        return trainer.upper.update(s.upper, c.periods, s.upper_carry, last_value, s.key)
-
-    seconds["generator_update"], _ = best_seconds(
-        over_seeds(generator_update), state, collected, repeats=repeats
-    )
-
-    def teacher(actor_params: Any, c: Any) -> jax.Array:
-        t = c.trajectory.transitions
-        preceding = networks.preceding(t.action, t.batch_index)
-        return networks.unroll(
-            actor_params, c.trajectory.initial_carry, t.obs, t.first, t.avail, preceding
-        )
-
+    seconds = {}
+    collect = over_seeds(lambda s: trainer.collect(s, s.key))
+    seconds["rollout"], collected = best_seconds(collect, state, repeats=repeats)
+    update = over_seeds(pi_update(trainer))
+    seconds["pi_update"], (learner, _) = best_seconds(update, state, collected, repeats=repeats)
+    generator = over_seeds(lambda s, c: trainer.update_generator(s, c, s.key))
+    seconds["generator_update"], _ = best_seconds(generator, state, collected, repeats=repeats)
+    teacher = over_seeds(lambda actor, c: trainer.teacher_logits(actor, c.trajectory))
     seconds["teacher_pass"], logits = best_seconds(
-        over_seeds(teacher), learner.params["actor"], collected, repeats=repeats
+        teacher, learner.params["actor"], collected, repeats=repeats
     )
 
-    def derived_update(s: RunnerState, c: Any, logits: jax.Array) -> Any:
-        distillation = Distillation(logits, jnp.ones_like(c.trajectory.transitions.reward))
-        last_obs = c.loop.timestep.obs
-        return trainer.derived.update(s.derived, c.trajectory, last_obs, distillation, s.key)
+    def derived_update(s: RunnerState, c: Collected, logits: jax.Array) -> Any:
+        teacher = Distillation(logits, jnp.ones_like(c.trajectory.transitions.reward))
+        return trainer.update_derived(s, c, teacher, s.key)
 
     seconds["ind_update"], _ = best_seconds(
         over_seeds(derived_update), state, collected, logits, repeats=repeats

@@ -12,7 +12,7 @@ import pytest
 from b2mapo import runner
 from b2mapo.cli import main
 from b2mapo.config import ConfigError
-from b2mapo.reproduce import schedule
+from b2mapo.reproduce import report, schedule
 from b2mapo.reproduce.suites import SUITES, MapSetting, Suite, get_suite
 from tests.conftest import TINY
 
@@ -63,13 +63,36 @@ def test_the_shipped_suites_are_valid() -> None:
         get_suite("nope")
 
 
+def _without_time_tables_and_report(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Stand-ins for the map's time tables, the DAG pictures and the report (the slow
+    end-to-end test below and CI's smoke suite make the real ones); the list records the
+    runs whose time tables were measured."""
+    measured: list[str] = []
+
+    def round_times(runs: dict) -> dict:
+        measured.extend(runs)
+        return {algo: {"round_s": 1.0, "update_s": 1.0} for algo in runs}
+
+    monkeypatch.setattr(schedule, "round_times", round_times)
+    monkeypatch.setattr(
+        schedule,
+        "decision_times",
+        lambda dirs: {algo: {"decision_s_1_envs": 1e-3} for algo in dirs},
+    )
+    monkeypatch.setattr(schedule, "pictures_markdown", lambda out, runs: "")
+    monkeypatch.setattr(report, "build_report", lambda runs, out, **_: out / "report.md")
+    return measured
+
+
 def test_an_interrupted_suite_resumes_without_redoing_finished_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Killed between runs: the rerun trains only the runs left. Killed inside a run, after
     its last checkpoint but before its summary: the rerun resumes that run from the
-    checkpoint and leaves the finished one alone. Then the report and time tables exist."""
+    checkpoint and leaves the finished one alone. The map's time tables are measured once,
+    after its last run."""
     out = tmp_path / "out"
+    measured = _without_time_tables_and_report(monkeypatch)
     trained: list[str] = []
     real_train = runner.train
 
@@ -83,7 +106,7 @@ def test_an_interrupted_suite_resumes_without_redoing_finished_runs(
     with pytest.raises(KeyboardInterrupt):
         schedule.run_suite(TINY_SUITE, out)
     first = out / "probe_walk" / "mappo" / "summary.json"
-    assert trained == ["mappo"] and first.is_file()
+    assert trained == ["mappo"] and first.is_file() and measured == []
     finished_at = first.stat().st_mtime_ns
 
     resumed: list[str] = []
@@ -94,29 +117,35 @@ def test_an_interrupted_suite_resumes_without_redoing_finished_runs(
 
     monkeypatch.setattr(runner, "train", train_recorded)
     schedule.run_suite(TINY_SUITE, out)
-    assert resumed == ["b2mapo"]
+    assert resumed == ["b2mapo"] and measured == list(TINY_SUITE.algos)
     assert first.stat().st_mtime_ns == finished_at
 
     # Inside a run: its checkpoints stay, its summary is gone.
     (out / "probe_walk" / "b2mapo" / "summary.json").unlink()
     resumed.clear()
-    report = schedule.run_suite(TINY_SUITE, out)
-    assert resumed == ["b2mapo"]
+    schedule.run_suite(TINY_SUITE, out)
+    assert resumed == ["b2mapo"] and measured == list(TINY_SUITE.algos)  # timing.json kept
     lines = (out / "probe_walk" / "b2mapo" / runner.METRICS_FILE).read_text().splitlines()
     records = [json.loads(line) for line in lines]
     trained_points = [(r["update"], r["seed"]) for r in records if r["kind"] == "train"]
     updates = TINY["total_steps"] // (TINY["num_envs"] * TINY["rollout_len"])
     assert len(trained_points) == len(set(trained_points)) == updates * TINY_SUITE.seeds
 
+
+@pytest.mark.slow
+def test_a_suite_ends_in_a_report_with_its_time_tables(tmp_path: Path) -> None:
+    """A whole suite: its runs, the map's measured time tables, the report with the DAG's
+    pictures; ``b2mapo report`` on the suite's runs finds the time tables beside them."""
+    out = tmp_path / "out"
+    report_path = schedule.run_suite(TINY_SUITE, out)
     timing = json.loads((out / "probe_walk" / schedule.TIMING_FILE).read_text())
     for algo in TINY_SUITE.algos:
         assert timing["algos"][algo]["round_s"] > 0
         assert timing["algos"][algo]["decision_s_1_envs"] > 0
-    text = report.read_text()
+    text = report_path.read_text()
     assert "Training time per round" in text and "Execution time per decision" in text
     assert "b2mapo reproduce --suite tiny" in text
     assert "learned DAG over training" in text and (out / "dag_probe_walk.gif").is_file()
-    # b2mapo report on the suite's runs finds the map's time tables beside them.
     runs = [str(out / "probe_walk" / algo) for algo in TINY_SUITE.algos]
     main(["report", *runs, "--out", str(tmp_path / "rebuilt")])
     rebuilt = (tmp_path / "rebuilt" / "report.md").read_text()

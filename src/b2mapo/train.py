@@ -64,14 +64,15 @@ class RunnerState(NamedTuple):
     derived: DerivedState | None = None
 
 
-class LearnedRollout(NamedTuple):
-    """What B2MAPO's rollout of one round hands to its update."""
+class Collected(NamedTuple):
+    """What a round's rollout hands to its update (every round is ``collect``, then
+    ``update``). ``periods`` and ``upper_carry`` are B2MAPO's (None otherwise)."""
 
-    trajectory: Trajectory  # leaves [T, E, ...], batch index per step from the DAGs
-    periods: Period  # leaves [T / dag_period, E, ...], the generator's experience
+    trajectory: Trajectory  # leaves [T, E, ...], the batch index per step
     loop: EnvLoopState  # env loop state after the rollout
-    upper_carry: UpperCarry  # generator state after the rollout
     episodes: EpisodeMetrics
+    periods: Period | None = None  # leaves [T / dag_period, E, ...], the generator's experience
+    upper_carry: UpperCarry | None = None  # generator state after the rollout
 
 
 class Policies(NamedTuple):
@@ -235,10 +236,34 @@ class Trainer:
         return jax.lax.optimization_barrier((_host_clock(dependency), update_input))
 
     def _round(self, state: RunnerState, _: None) -> tuple[RunnerState, dict[str, jax.Array]]:
-        """One training round: collect a rollout, then update on it."""
+        """One training round: ``collect`` a rollout, then ``update`` on it. With
+        ``time_updates`` the host clock brackets the update phase."""
+        key, collect_key, update_key = jax.random.split(state.key, 3)
+        collected = self.collect(state, collect_key)
+        update_start, collected = self._start_clock(
+            collected.trajectory.transitions.reward, collected
+        )
+        state, metrics = self.update(state, collected, update_key)
+        if update_start is not None:
+            updated = [state.learner.params]
+            if self.learned:
+                updated += [state.upper.params, state.derived.learner.params]
+            update_end = _host_clock(
+                *(jax.tree.leaves(params)[0] for params in updated), metrics["policy_loss"]
+            )
+            if self.learned:
+                joint_end = metrics.pop("joint_update_end")
+                metrics["joint_update_seconds"] = joint_end - update_start
+            metrics["update_seconds"] = update_end - update_start
+        metrics |= _episode_metrics(collected.episodes)
+        return state._replace(key=key, update=state.update + 1), metrics
+
+    def collect(self, state: RunnerState, key: jax.Array) -> Collected:
+        """A round's rollout of π: on a partition drawn from the partitioner, or for B2MAPO
+        on the generator's DAGs (``collect_learned``)."""
         if self.learned:
-            return self._round_learned(state)
-        key, partition_key, rollout_key, update_key = jax.random.split(state.key, 4)
+            return self.collect_learned(state, key)
+        partition_key, rollout_key = jax.random.split(key)
         no_scores = jnp.zeros((self.env.spec.num_agents,))
         batch_index = self.partitioner.partition(partition_key, no_scores)
         loop, trajectory, episodes = rollout(
@@ -250,37 +275,21 @@ class Trainer:
             self.cfg.rollout_len,
             batch_index,
         )
-        update_start, trajectory = self._start_clock(trajectory.transitions.reward, trajectory)
+        return Collected(trajectory, loop, episodes)
+
+    def update(
+        self, state: RunnerState, collected: Collected, key: jax.Array
+    ) -> tuple[RunnerState, dict[str, jax.Array]]:
+        """A round's update phase on ``collected``: π by the engine, and for B2MAPO the rest
+        of ``update_learned``. Returns the state with the rollout's loop state taken over."""
+        if self.learned:
+            return self.update_learned(state, collected, key)
         learner, metrics = batch_sequential_update(
-            state.learner, trajectory, update_key, self.networks, self.partitioner, self.cfg
+            state.learner, collected.trajectory, key, self.networks, self.partitioner, self.cfg
         )
-        if update_start is not None:
-            update_end = _host_clock(jax.tree.leaves(learner.params)[0], metrics["policy_loss"])
-            metrics["update_seconds"] = update_end - update_start
-        metrics |= _episode_metrics(episodes)
-        return state._replace(learner=learner, loop=loop, key=key, update=state.update + 1), metrics
+        return state._replace(learner=learner, loop=collected.loop), metrics
 
-    def _round_learned(self, state: RunnerState) -> tuple[RunnerState, dict[str, jax.Array]]:
-        """A B2MAPO round: roll out π with a DAG sampled every ``dag_period`` steps, then
-        ``update_learned``."""
-        key, rollout_key, update_key = jax.random.split(state.key, 3)
-        collected = self.collect_learned(state, rollout_key)
-        update_start, collected = self._start_clock(
-            collected.trajectory.transitions.reward, collected
-        )
-        state, metrics = self.update_learned(state, collected, update_key)
-        if update_start is not None:
-            update_end = _host_clock(
-                jax.tree.leaves(state.derived.learner.params)[0],
-                jax.tree.leaves(state.upper.params)[0],
-                metrics["joint_update_end"],
-            )
-            metrics["joint_update_seconds"] = metrics.pop("joint_update_end") - update_start
-            metrics["update_seconds"] = update_end - update_start
-        metrics |= _episode_metrics(collected.episodes)
-        return state._replace(key=key, update=state.update + 1), metrics
-
-    def collect_learned(self, state: RunnerState, key: jax.Array) -> LearnedRollout:
+    def collect_learned(self, state: RunnerState, key: jax.Array) -> Collected:
         """B2MAPO's rollout: a scan over periods; at each period's first step the generator
         samples a DAG per env, whose layering drives π's acting for the period's steps."""
         cfg, upper = self.cfg, self.upper
@@ -349,12 +358,11 @@ class Trainer:
         transitions = jax.tree.map(steps, pieces.transitions)
         followed = Followed(jax.tree.map(steps, pieces.followed.records), derived_carry)
         trajectory = Trajectory(transitions, pieces.initial_carry[0], followed=followed)
-        return LearnedRollout(
-            trajectory, periods, loop, upper_carry, jax.tree.map(jnp.sum, episodes)
-        )
+        episodes = jax.tree.map(jnp.sum, episodes)
+        return Collected(trajectory, loop, episodes, periods, upper_carry)
 
     def update_learned(
-        self, state: RunnerState, collected: LearnedRollout, key: jax.Array
+        self, state: RunnerState, collected: Collected, key: jax.Array
     ) -> tuple[RunnerState, dict[str, jax.Array]]:
         """B2MAPO's update phase: π by the engine on the DAGs' batches, then the generator
         by PPO on the periods, then π_ind on the same rollout with distillation from the
@@ -369,32 +377,17 @@ class Trainer:
             metrics["joint_update_end"] = _host_clock(
                 jax.tree.leaves(learner.params)[0], metrics["policy_loss"]
             )
-        last = collected.loop.timestep
-        last_value = self.upper.value(
-            state.upper.params, collected.upper_carry, last.obs, last.state
-        )
-        upper_learner, upper_metrics = self.upper.update(
-            state.upper, collected.periods, state.upper_carry, last_value, upper_key
-        )
+        upper_learner, upper_metrics = self.update_generator(state, collected, upper_key)
         # π_ind distils π: the logits the rollout's actions were drawn from, or those of the
         # updated π on the same steps.
         if cfg.distill_teacher == "behaviour":
             teacher_logits = transitions.logits
         else:
-            teacher_logits = self.networks.unroll(
-                learner.params["actor"],
-                trajectory.initial_carry,
-                transitions.obs,
-                transitions.first,
-                transitions.avail,
-                self.networks.preceding(transitions.action, transitions.batch_index),
-            )
+            teacher_logits = self.teacher_logits(learner.params["actor"], trajectory)
         distilling = (state.update % cfg.distill_every) == 0
         weight = jnp.where(distilling, cfg.distill_coef, 0.0)
         teacher = Distillation(teacher_logits, jnp.broadcast_to(weight, transitions.reward.shape))
-        derived, derived_metrics = self.derived.update(
-            state.derived, trajectory, last.obs, teacher, derived_key
-        )
+        derived, derived_metrics = self.update_derived(state, collected, teacher, derived_key)
         metrics |= upper_metrics | derived_metrics
         metrics["dag_num_batches"] = collected.periods.num_batches.mean()
         new_state = state._replace(
@@ -405,6 +398,33 @@ class Trainer:
             derived=derived,
         )
         return new_state, metrics
+
+    def update_generator(
+        self, state: RunnerState, collected: Collected, key: jax.Array
+    ) -> tuple[UpperLearner, dict[str, jax.Array]]:
+        """The DAG generator's PPO on the round's periods, bootstrapped from its value of
+        the state the rollout ended in."""
+        last = collected.loop.timestep
+        last_value = self.upper.value(
+            state.upper.params, collected.upper_carry, last.obs, last.state
+        )
+        return self.upper.update(state.upper, collected.periods, state.upper_carry, last_value, key)
+
+    def update_derived(
+        self, state: RunnerState, collected: Collected, teacher: Distillation, key: jax.Array
+    ) -> tuple[DerivedState, dict[str, jax.Array]]:
+        """π_ind's round on π's rollout, distilling ``teacher``."""
+        last_obs = collected.loop.timestep.obs
+        return self.derived.update(state.derived, collected.trajectory, last_obs, teacher, key)
+
+    def teacher_logits(self, actor_params: Params, trajectory: Trajectory) -> jax.Array:
+        """π's logits (``[T, E, n, A]``) with ``actor_params`` over the rollout, conditioned on
+        the earlier batches' actions it took: π_ind's teacher after π's update."""
+        t = trajectory.transitions
+        preceding = self.networks.preceding(t.action, t.batch_index)
+        return self.networks.unroll(
+            actor_params, trajectory.initial_carry, t.obs, t.first, t.avail, preceding
+        )
 
     def _chunk_one(self, state: RunnerState) -> tuple[RunnerState, dict[str, jax.Array]]:
         return jax.lax.scan(self._round, state, None, self.cfg.updates_per_chunk)
