@@ -9,7 +9,7 @@ import numpy as np
 
 from b2mapo import exported
 from b2mapo.exported import EXPORT_DIR, compile_chunk
-from b2mapo.train import RunnerState, Trainer
+from b2mapo.train import RunnerState, Trainer, compiler_options
 
 
 def _exported_path(trainer: Trainer, state: RunnerState) -> Path:
@@ -46,7 +46,8 @@ def test_a_second_trainer_of_the_config_loads_the_chunk_without_tracing(
     loaded = compile_chunk(second, state)
     assert len(traced) == traces  # no new trace
     got_state, got_metrics = loaded(state)
-    want_state, want_metrics = second.chunk(state)
+    traced_chunk = second.chunk.lower(state).compile(compiler_options())  # same XLA options
+    want_state, want_metrics = traced_chunk(state)
     jax.tree.map(np.testing.assert_array_equal, got_state, want_state)
     jax.tree.map(np.testing.assert_array_equal, got_metrics, want_metrics)
 
@@ -75,3 +76,14 @@ def test_a_trainer_subclass_is_traced_not_cached(tiny_config) -> None:
     state = trainer.init()
     compile_chunk(trainer, state)
     assert not _exported_path(trainer, state).exists()
+
+
+def test_only_quick_compiles_trade_run_speed_for_compile_speed() -> None:
+    """Users' programs compile with XLA's defaults; only where most optimisations are off
+    (the quick tests) does the trainer also take the faster-compiling loop emitters."""
+    assert compiler_options() == {"xla_cpu_use_fusion_emitters": False}  # the tests' setting
+    jax.config.update("jax_disable_most_optimizations", False)
+    try:
+        assert compiler_options() == {}
+    finally:
+        jax.config.update("jax_disable_most_optimizations", True)

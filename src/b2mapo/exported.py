@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from b2mapo.checkpoint import atomic_write
 from b2mapo.envs.registry import BUILT_IN
-from b2mapo.train import RunnerState, Trainer
+from b2mapo.train import RunnerState, Trainer, compiler_options
 
 EXPORT_DIR = "b2mapo-exported"
 """Subdirectory of ``jax_compilation_cache_dir`` that holds the exported chunks."""
@@ -98,14 +98,14 @@ def compile_chunk(trainer: Trainer, state: RunnerState) -> Chunk:
         trainer.cfg.time_updates or type(trainer) is not Trainer or trainer.cfg.env not in BUILT_IN
     )
     if not cache_dir or traced_only or jax.process_count() > 1:
-        return trainer.chunk.lower(state).compile()
+        return trainer.chunk.lower(state).compile(compiler_options())
     leaves, treedef = jax.tree.flatten(jax.tree.map(jnp.asarray, state))  # restored: numpy
     path = Path(cache_dir) / EXPORT_DIR / f"{program_key(trainer, leaves, treedef)}.jaxexport"
     exported = _load(path)
     if exported is None:
         exported = _export(trainer, leaves, treedef)
         atomic_write(path, bytes(exported.serialize()))
-    compiled = jax.jit(exported.call).lower(*leaves).compile()
+    compiled = jax.jit(exported.call).lower(*leaves).compile(compiler_options())
 
     def chunk(state: RunnerState) -> tuple[RunnerState, dict[str, jax.Array]]:
         state_leaves, metrics = compiled(*jax.tree.leaves(state))
