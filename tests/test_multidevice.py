@@ -56,12 +56,17 @@ np.savez(out, **saved)
 """
 
 
-def run_devices(out: Path, device_count: int, cases: list[tuple[str, int]]) -> dict:
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={device_count}"
-    command = [sys.executable, "-c", DEVICES_SCRIPT, str(out), json.dumps(cases)]
-    subprocess.run([*command, json.dumps(CONFIG)], env=env, check=True, timeout=900)
-    return dict(np.load(out))
+def run_devices(out: Path, device_counts: list[int], cases: list[tuple[str, int]]) -> list[dict]:
+    """What ``DEVICES_SCRIPT`` saved, for each device count, its processes run side by side."""
+    processes = []
+    for count in device_counts:
+        env = dict(os.environ)
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={count}"
+        command = [sys.executable, "-c", DEVICES_SCRIPT, f"{out}{count}.npz", json.dumps(cases)]
+        processes.append(subprocess.Popen([*command, json.dumps(CONFIG)], env=env))
+    for process in processes:
+        assert process.wait(timeout=900) == 0
+    return [dict(np.load(f"{out}{count}.npz")) for count in device_counts]
 
 
 def assert_same_training(one: dict, two: dict) -> None:
@@ -84,8 +89,7 @@ def test_devices_match_one(
 ) -> None:
     """Seeds and environments spread over several (forced CPU) devices give the parameters
     one device gives (for B2MAPO also the DAG generator's and π_ind's)."""
-    one = run_devices(tmp_path / "one.npz", 1, [(algo, seeds)])
-    many = run_devices(tmp_path / "many.npz", devices, [(algo, seeds)])
+    one, many = run_devices(tmp_path / "devices", [1, devices], [(algo, seeds)])
     np.testing.assert_array_equal(one.pop(f"{algo}-{seeds}/layout"), [1, 1, 1])
     np.testing.assert_array_equal(many.pop(f"{algo}-{seeds}/layout"), layout)
     assert_same_training(one, many)
