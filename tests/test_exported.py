@@ -46,8 +46,7 @@ def test_a_second_trainer_of_the_config_loads_the_chunk_without_tracing(
     loaded = compile_chunk(second, state)
     assert len(traced) == traces  # no new trace
     got_state, got_metrics = loaded(state)
-    traced_chunk = second.chunk.lower(state).compile(compiler_options())  # same XLA options
-    want_state, want_metrics = traced_chunk(state)
+    want_state, want_metrics = second.chunk(state)
     jax.tree.map(np.testing.assert_array_equal, got_state, want_state)
     jax.tree.map(np.testing.assert_array_equal, got_metrics, want_metrics)
 

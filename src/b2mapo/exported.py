@@ -67,7 +67,7 @@ def _export(trainer: Trainer, leaves: list[jax.Array], treedef: Any) -> jax.expo
     state's leaves (same structure) and the metrics dict, which export can serialise."""
 
     def flat_chunk(*state_leaves: jax.Array) -> tuple[list[jax.Array], dict[str, jax.Array]]:
-        state, metrics = trainer.chunk(jax.tree.unflatten(treedef, state_leaves))
+        state, metrics = trainer.unjitted_chunk(jax.tree.unflatten(treedef, state_leaves))
         return jax.tree.leaves(state), metrics
 
     avals = [jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding) for x in leaves]
@@ -98,7 +98,7 @@ def compile_chunk(trainer: Trainer, state: RunnerState) -> Chunk:
         trainer.cfg.time_updates or type(trainer) is not Trainer or trainer.cfg.env not in BUILT_IN
     )
     if not cache_dir or traced_only or jax.process_count() > 1:
-        return trainer.chunk.lower(state).compile(compiler_options())
+        return trainer.chunk.lower(state).compile()
     leaves, treedef = jax.tree.flatten(jax.tree.map(jnp.asarray, state))  # restored: numpy
     path = Path(cache_dir) / EXPORT_DIR / f"{program_key(trainer, leaves, treedef)}.jaxexport"
     exported = _load(path)

@@ -146,9 +146,10 @@ class Trainer:
         self.layout = make_layout(1 if self.pools else cfg.devices, cfg.seeds, cfg.num_envs)
         options = compiler_options()
         self._init = jax.jit(self._over_seeds(self._init_one, (0,)), compiler_options=options)
-        # ``exported.compile_chunk`` compiles it with ``compiler_options()`` (its export
-        # traces it inside another jit, where options cannot be given).
-        self.chunk = jax.jit(self._pinned(self._over_seeds(self._chunk_one, (0,))))
+        # The chunk unjitted too: ``exported`` traces it inside a jit of its own, and XLA
+        # options can only be given to the outermost jit.
+        self.unjitted_chunk = self._pinned(self._over_seeds(self._chunk_one, (0,)))
+        self.chunk = jax.jit(self.unjitted_chunk, compiler_options=options)
         # ``greedy`` is traced: greedy and sampled evaluation share one compiled program.
         self.evaluate = jax.jit(self._evaluate, static_argnums=(3,), compiler_options=options)
 
