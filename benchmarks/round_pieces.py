@@ -32,7 +32,6 @@ from rich.table import Table
 from timing import machine_info
 
 from b2mapo.config import resolve
-from b2mapo.engine import batch_sequential_update
 from b2mapo.rollout import Distillation
 from b2mapo.train import Collected, RunnerState, Trainer
 
@@ -55,28 +54,12 @@ def over_seeds(fn: Callable[..., Any]) -> Callable[..., Any]:
     return jax.jit(jax.vmap(fn))
 
 
-def pi_update(trainer: Trainer) -> Callable[[RunnerState, Collected], Any]:
-    """π's engine update on a collected rollout (the first step of every update phase)."""
-
-    def update(s: RunnerState, collected: Collected) -> Any:
-        return batch_sequential_update(
-            s.learner,
-            collected.trajectory,
-            s.key,
-            trainer.networks,
-            trainer.partitioner,
-            trainer.cfg,
-        )
-
-    return update
-
-
 def mappo_pieces(trainer: Trainer, state: RunnerState, repeats: int) -> dict[str, float]:
     """MAPPO's rollout, engine update and whole round."""
     seconds = {}
     collect = over_seeds(lambda s: trainer.collect(s, s.key))
     seconds["rollout"], collected = best_seconds(collect, state, repeats=repeats)
-    update = over_seeds(pi_update(trainer))
+    update = over_seeds(lambda s, c: trainer.update_joint(s, c, s.key))
     seconds["pi_update"], _ = best_seconds(update, state, collected, repeats=repeats)
     round_fn = over_seeds(lambda s: trainer._round(s, None))
     seconds["round"], _ = best_seconds(round_fn, state, repeats=repeats)
@@ -88,7 +71,7 @@ def b2mapo_pieces(trainer: Trainer, state: RunnerState, repeats: int) -> dict[st
     seconds = {}
     collect = over_seeds(lambda s: trainer.collect(s, s.key))
     seconds["rollout"], collected = best_seconds(collect, state, repeats=repeats)
-    update = over_seeds(pi_update(trainer))
+    update = over_seeds(lambda s, c: trainer.update_joint(s, c, s.key))
     seconds["pi_update"], (learner, _) = best_seconds(update, state, collected, repeats=repeats)
     generator = over_seeds(lambda s, c: trainer.update_generator(s, c, s.key))
     seconds["generator_update"], _ = best_seconds(generator, state, collected, repeats=repeats)

@@ -297,10 +297,16 @@ class Trainer:
         of ``update_learned``. Returns the state with the rollout's loop state taken over."""
         if self.learned:
             return self.update_learned(state, collected, key)
-        learner, metrics = batch_sequential_update(
+        learner, metrics = self.update_joint(state, collected, key)
+        return state._replace(learner=learner, loop=collected.loop), metrics
+
+    def update_joint(
+        self, state: RunnerState, collected: Collected, key: jax.Array
+    ) -> tuple[LearnerState, dict[str, jax.Array]]:
+        """π's batch-sequential engine update on the round's rollout (every algorithm's)."""
+        return batch_sequential_update(
             state.learner, collected.trajectory, key, self.networks, self.partitioner, self.cfg
         )
-        return state._replace(learner=learner, loop=collected.loop), metrics
 
     def collect_learned(self, state: RunnerState, key: jax.Array) -> Collected:
         """B2MAPO's rollout: a scan over periods; at each period's first step the generator
@@ -383,9 +389,7 @@ class Trainer:
         cfg = self.cfg
         update_key, upper_key, derived_key = jax.random.split(key, 3)
         trajectory, transitions = collected.trajectory, collected.trajectory.transitions
-        learner, metrics = batch_sequential_update(
-            state.learner, trajectory, update_key, self.networks, self.partitioner, cfg
-        )
+        learner, metrics = self.update_joint(state, collected, update_key)
         if cfg.time_updates:
             metrics["joint_update_end"] = _host_clock(
                 jax.tree.leaves(learner.params)[0], metrics["policy_loss"]
