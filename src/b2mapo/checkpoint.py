@@ -21,7 +21,7 @@ CONFIG_FILE = "config.json"
 KEEP_LAST = 2
 # The layout of the saved runner state. Bump it whenever a change to the state (a new field,
 # another optimiser chain) makes older checkpoints unreadable, so that they are refused by name.
-FORMAT = 1
+FORMAT = 2
 _NAME = re.compile(r"^update_(\d{8})\.msgpack$")
 
 

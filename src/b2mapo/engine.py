@@ -23,11 +23,13 @@ the stage loop is a ``while_loop`` that stops at the round's K, also under the s
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
+from jax.flatten_util import ravel_pytree
 
 from b2mapo.config import TrainConfig
 from b2mapo.losses import (
@@ -62,9 +64,24 @@ class LearnerState(NamedTuple):
 
 def make_optimiser(cfg: TrainConfig) -> optax.GradientTransformation:
     """Adam with global-norm clipping; its learning rate is a state entry that
-    ``batch_sequential_update`` sets once per round (``round_learning_rate``)."""
+    ``batch_sequential_update`` sets once per round (``round_learning_rate``).
+
+    It keeps its state on the parameters raveled into one vector (``optax.flatten``), and the
+    engine steps it on that vector (``ravel``): a handful of XLA kernels per step instead of a
+    few per parameter array, which made up a third of an update's compile.
+    """
     adam = optax.inject_hyperparams(optax.adam)(learning_rate=cfg.lr, eps=1e-5)
-    return optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), adam)
+    return optax.flatten(optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), adam))
+
+
+def ravel(params: Params, per_agent: bool) -> tuple[jax.Array, Callable[[jax.Array], Params]]:
+    """``params`` as one vector ``[P]`` (``[n, P]`` with ``per_agent``: a leading agent axis on
+    every leaf) and the function that restores the tree; the vector's layout is the one the
+    optimiser state of ``make_optimiser`` is kept in."""
+    if not per_agent:
+        return ravel_pytree(params)
+    _, unravel_one = ravel_pytree(jax.tree.map(lambda leaf: leaf[0], params))
+    return jax.vmap(lambda tree: ravel_pytree(tree)[0])(params), jax.vmap(unravel_one)
 
 
 def round_learning_rate(cfg: TrainConfig, rounds: jax.Array) -> jax.Array:
@@ -538,7 +555,18 @@ def run_stage(
     slack = n - 1 if joint else 0
     window = width + slack
     optimiser = make_optimiser(cfg)
-    grad_fn = jax.grad(window_loss, has_aux=True)
+    # The PPO steps run on the parameters as flat vectors (see ``make_optimiser``).
+    independent = not networks.share_params
+    flat_actor, unravel_actor = ravel(learner.params["actor"], independent)
+    flat_critic, unravel_critic = ravel(learner.params["critic"], independent)
+
+    def unravel(flat: dict[str, jax.Array]) -> dict[str, Params]:
+        return {"actor": unravel_actor(flat["actor"]), "critic": unravel_critic(flat["critic"])}
+
+    def flat_window_loss(flat: dict[str, jax.Array], *args: object) -> tuple:
+        return window_loss(unravel(flat), *args)
+
+    grad_fn = jax.grad(flat_window_loss, has_aux=True)
     agents = jnp.arange(n)
 
     def minibatch_step(state: tuple, bounds: tuple) -> tuple:
@@ -600,10 +628,13 @@ def run_stage(
         return learner, out
 
     key, stage_key = jax.random.split(carry.key)
-    learner = learner._replace(value_norm=value_norm)
+    learner = learner._replace(
+        value_norm=value_norm, params={"actor": flat_actor, "critic": flat_critic}
+    )
     learner, (metrics, took_step) = jax.lax.scan(
         epoch, learner, jax.random.split(stage_key, cfg.epochs)
     )
+    learner = learner._replace(params=unravel(learner.params))
     steps = jnp.maximum(took_step.sum(), 1)
     sums = {
         k: carry.metric_sums[k] + jnp.sum(jnp.where(took_step, v, 0.0)) / steps

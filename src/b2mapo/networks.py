@@ -75,12 +75,7 @@ class RecurrentActor(nn.Module):
     ) -> tuple[jax.Array, jax.Array]:
         """One GRU step (flax ``GRUCell`` equations); ``first`` zeroes the carry first."""
         carry = jnp.where(first[..., None], jnp.zeros_like(carry), carry)
-        x_r, x_z, x_n = jnp.split(input_gates, 3, axis=-1)
-        h_r, h_z, h_n = jnp.split(self.hidden_gates(carry), 3, axis=-1)
-        reset = nn.sigmoid(x_r + h_r)
-        update = nn.sigmoid(x_z + h_z)
-        candidate = jnp.tanh(x_n + reset * h_n)
-        carry = (1.0 - update) * candidate + update * carry
+        carry = gru_update(carry, input_gates, self.hidden_gates(carry))
         return carry, carry
 
     def head(
@@ -96,6 +91,18 @@ class RecurrentActor(nn.Module):
             seen = jnp.sum(jnp.where(visible[..., None], embedded, 0.0), axis=-2)
             features = nn.relu(self.preceding_layer(features) + seen)
         return jnp.where(avail, self.policy_head(features), MASKED_LOGIT)
+
+
+def gru_update(carry: jax.Array, input_gates: jax.Array, hidden_gates: jax.Array) -> jax.Array:
+    """The GRU's new state from its input's and its state's projections onto the reset,
+    update and candidate gates (``[..., 3h]`` each, in that order): two matmuls per step
+    instead of the six of flax's ``GRUCell``, with the same equations."""
+    x_r, x_z, x_n = jnp.split(input_gates, 3, axis=-1)
+    h_r, h_z, h_n = jnp.split(hidden_gates, 3, axis=-1)
+    reset = nn.sigmoid(x_r + h_r)
+    update = nn.sigmoid(x_z + h_z)
+    candidate = jnp.tanh(x_n + reset * h_n)
+    return (1.0 - update) * candidate + update * carry
 
 
 class StateCritic(nn.Module):

@@ -16,6 +16,7 @@ the next period boundary.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import NamedTuple
 
 import flax.linen as nn
@@ -23,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.flatten_util import ravel_pytree
 
 from b2mapo.config import TrainConfig
 from b2mapo.dag import (
@@ -37,7 +39,7 @@ from b2mapo.dag import (
 )
 from b2mapo.envs.core import EnvSpec
 from b2mapo.losses import clipped_surrogate, corrected_gae, normalise, td_errors
-from b2mapo.networks import Params, _dense, choose, with_agent_id
+from b2mapo.networks import Params, _dense, choose, gru_update, with_agent_id
 
 
 def dependency_threshold(relative_delta: float, num_agents: int) -> float:
@@ -47,7 +49,7 @@ def dependency_threshold(relative_delta: float, num_agents: int) -> float:
 
 
 class ResettingGRU(nn.Module):
-    """Dense+ReLU -> GRU cell whose state restarts where ``reset`` is true."""
+    """Dense+ReLU -> GRU whose state restarts where ``reset`` is true."""
 
     hidden_size: int
 
@@ -55,8 +57,8 @@ class ResettingGRU(nn.Module):
     def __call__(self, carry: jax.Array, x: jax.Array, reset: jax.Array) -> jax.Array:
         x = nn.relu(_dense(self.hidden_size, np.sqrt(2))(x))
         carry = jnp.where(reset[..., None], jnp.zeros_like(carry), carry)
-        carry, _ = nn.GRUCell(self.hidden_size)(carry, x)
-        return carry
+        hidden_gates = nn.Dense(3 * self.hidden_size, kernel_init=nn.initializers.orthogonal())
+        return gru_update(carry, nn.Dense(3 * self.hidden_size)(x), hidden_gates(carry))
 
 
 class UpperOutput(NamedTuple):
@@ -69,28 +71,43 @@ class UpperOutput(NamedTuple):
 
 
 class UpperNetwork(nn.Module):
-    """Per-agent encoder, DAG generator and DAG critic of one environment (no batch axis)."""
+    """Per-agent encoder, DAG generator and DAG critic of one environment (no batch axis).
+
+    Split into ``recur`` (the encoder's and the critic's recurrent updates) and ``heads``
+    (generator and value head on the recurrent states), so that the PPO loss replays only
+    the recurrences period by period and runs the heads once over all periods.
+    """
 
     hidden_size: int
     delta: float
     keep_init: float
 
-    @nn.compact
+    def setup(self) -> None:
+        self.encoder = ResettingGRU(self.hidden_size)
+        self.critic = ResettingGRU(self.hidden_size)
+        self.generator = DagGenerator(self.hidden_size, self.delta, self.keep_init)
+        self.value_head = _dense(1, 1.0)
+
     def __call__(
         self, carry: tuple[jax.Array, jax.Array], obs: jax.Array, state: jax.Array, reset: jax.Array
     ) -> tuple[tuple[jax.Array, jax.Array], UpperOutput]:
+        carry = self.recur(carry, obs, state, reset)
+        return carry, self.heads(*carry)
+
+    def recur(
+        self, carry: tuple[jax.Array, jax.Array], obs: jax.Array, state: jax.Array, reset: jax.Array
+    ) -> tuple[jax.Array, jax.Array]:
+        """The encoder's ``[n, h]`` and the critic's ``[h]`` states after one period's input."""
         agent_carry, critic_carry = carry
         n = obs.shape[0]
-        agent_carry = ResettingGRU(self.hidden_size, name="encoder")(
-            agent_carry, with_agent_id(obs), jnp.broadcast_to(reset, (n,))
-        )
-        g, _, order_scores, edge_logits = DagGenerator(
-            self.hidden_size, self.delta, self.keep_init
-        )(agent_carry)
+        agent_carry = self.encoder(agent_carry, with_agent_id(obs), jnp.broadcast_to(reset, (n,)))
         joint = jnp.concatenate([obs.reshape(-1), state])
-        critic_carry = ResettingGRU(self.hidden_size, name="critic")(critic_carry, joint, reset)
-        value = _dense(1, 1.0)(critic_carry)[0]
-        return (agent_carry, critic_carry), UpperOutput(g, order_scores, edge_logits, value)
+        return agent_carry, self.critic(critic_carry, joint, reset)
+
+    def heads(self, agent_carry: jax.Array, critic_carry: jax.Array) -> UpperOutput:
+        """The DAG distribution and the value from the recurrent states."""
+        g, _, order_scores, edge_logits = self.generator(agent_carry)
+        return UpperOutput(g, order_scores, edge_logits, self.value_head(critic_carry)[0])
 
 
 class UpperCarry(NamedTuple):
@@ -135,8 +152,10 @@ class UpperLayer:
         self.network = UpperNetwork(cfg.hidden_size, self.delta, cfg.dag_keep_init)
         total = cfg.num_updates * cfg.dag_epochs * cfg.dag_minibatches
         lr = optax.linear_schedule(cfg.dag_lr, 0.0, total) if cfg.anneal_lr else cfg.dag_lr
-        self.optimiser = optax.chain(
-            optax.clip_by_global_norm(cfg.max_grad_norm), optax.adam(lr, eps=1e-5)
+        # Its state is kept on the parameters raveled into one vector, and ``update`` steps it
+        # on that vector: a few XLA kernels per step instead of a few per parameter array.
+        self.optimiser = optax.flatten(
+            optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), optax.adam(lr, eps=1e-5))
         )
 
     def init(self, key: jax.Array) -> UpperLearner:
@@ -249,7 +268,12 @@ class UpperLayer:
         advantages = corrected_gae(deltas, jnp.ones_like(deltas), done, discount, cfg.gae_lambda)
         targets = advantages + periods.value
         advantages = normalise(advantages, jnp.ones_like(advantages, bool))
-        grad_fn = jax.value_and_grad(self._loss, has_aux=True)
+        flat_params, unravel = ravel_pytree(learner.params)
+
+        def flat_loss(flat: jax.Array, *batch: object) -> tuple:
+            return self._loss(unravel(flat), *batch)
+
+        grad_fn = jax.value_and_grad(flat_loss, has_aux=True)
 
         def minibatch_step(learner: UpperLearner, batch: tuple) -> tuple:
             (_, metrics), grads = grad_fn(learner.params, *batch)
@@ -268,7 +292,9 @@ class UpperLayer:
             )
             return jax.lax.scan(minibatch_step, learner, batches)
 
+        learner = learner._replace(params=flat_params)
         learner, metrics = jax.lax.scan(epoch, learner, jax.random.split(key, cfg.dag_epochs))
+        learner = learner._replace(params=unravel(learner.params))
         return learner, {f"dag_{k}": v.mean() for k, v in metrics.items()}
 
     def _loss(
@@ -281,12 +307,17 @@ class UpperLayer:
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
         cfg = self.cfg
 
-        def replay(carry: UpperCarry, period: Period) -> tuple[UpperCarry, UpperOutput]:
-            carry = carry._replace(reset=period.reset)
-            (agents, critic), out = self._apply(params, carry, period.obs, period.state)
-            return UpperCarry(agents, critic, period.reset), out
+        recur = jax.vmap(partial(self.network.apply, method=UpperNetwork.recur), (None, 0, 0, 0, 0))
 
-        _, out = jax.lax.scan(replay, initial_carry, periods)
+        def replay(carry: UpperCarry, period: Period) -> tuple[UpperCarry, tuple]:
+            states = recur(
+                params, (carry.agents, carry.critic), period.obs, period.state, period.reset
+            )
+            return UpperCarry(*states, period.reset), states
+
+        _, (agents, critic) = jax.lax.scan(replay, initial_carry, periods)
+        heads = partial(self.network.apply, params, method=UpperNetwork.heads)
+        out = jax.vmap(jax.vmap(heads))(agents, critic)
         per_env = jax.vmap(log_prob, in_axes=(0, 0, 0, 0, None, None))
         over_periods = jax.vmap(per_env, in_axes=(0, 0, 0, 0, None, None))
         new_log_prob = over_periods(
