@@ -7,6 +7,7 @@ shared by the parametrized checks below. The won flag is checked on hand-made SM
 
 from __future__ import annotations
 
+import copy
 import functools
 import subprocess
 import sys
@@ -264,6 +265,28 @@ def test_step_compiles_once(name: str) -> None:
     ro = _rollout(name)
     assert ro.weak_typed == []
     assert ro.cache_size == 1
+
+
+@pytest.mark.parametrize("name", ["smax:3m", *MPE_NAMES])
+def test_a_step_observes_the_state_it_hands_on_as_the_env_itself_does(name: str) -> None:
+    """SMAX and MPE steps observe the state they hand on (after the auto-reset) themselves;
+    the recorded rollout equals, field by field, the same run of an adapter that takes the
+    wrapped env's own observations of the stepped state and of the fresh reset instead."""
+    ro = _rollout(name)
+    env, _ = _env_and_step(name)
+    assert env._raw_obs(env.reset(jax.random.PRNGKey(0))[0].inner) is not None
+    choosing = copy.copy(env)
+    choosing._raw_obs = lambda inner: None  # the wrapped env's own observations, chosen
+    step = jax.jit(choosing.step)
+    rng = np.random.default_rng(SEED)
+    for i, key in enumerate(jax.random.split(jax.random.PRNGKey(SEED), NUM_ENVS)):
+        state, timestep = choosing.reset(key)
+        for t in range(ro.steps.reward.shape[0]):
+            actions = jnp.asarray(_random_available(rng, np.asarray(timestep.avail)))
+            state, timestep = step(jax.random.fold_in(key, t), state, actions)
+            for field, value in timestep._asdict().items():
+                recorded = getattr(ro.steps, field)[t, i]
+                np.testing.assert_array_equal(value, recorded, err_msg=f"{field}, step {t}")
 
 
 def test_unknown_env_name() -> None:

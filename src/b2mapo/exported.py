@@ -10,11 +10,13 @@ b2mapo's own source, and the versions of the libraries traced into it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import hashlib
 import importlib.metadata
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +84,28 @@ def _load(path: Path) -> jax.export.Exported | None:
         return None
 
 
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off for the block: tracing a chunk creates hundreds of
+    thousands of objects and spent a fifth of its time in full collections that free
+    nothing (B2MAPO on 3m: 0.8 of 3.9 s)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def compile_chunk(trainer: Trainer, state: RunnerState) -> Chunk:
+    """``trainer.chunk`` compiled for states like ``state`` (see ``_compile_chunk``), with the
+    garbage collector paused while it is traced and compiled."""
+    with gc_paused():
+        return _compile_chunk(trainer, state)
+
+
+def _compile_chunk(trainer: Trainer, state: RunnerState) -> Chunk:
     """``trainer.chunk`` compiled for states like ``state``.
 
     With a compilation cache directory set (the CLI sets one), the chunk is exported there

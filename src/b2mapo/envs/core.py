@@ -146,6 +146,14 @@ class JaxMARLAdapter:
         """Return (shared reward, terminated, won) of a step that ended in ``inner``."""
         raise NotImplementedError
 
+    def _raw_obs(self, inner: Any) -> dict[str, jax.Array] | None:
+        """The wrapped env's observation dict of a state (what its ``reset`` and ``step_env``
+        return with it), or None if it offers none. With it, a step observes the state it
+        hands on once, instead of observing both the stepped state and a fresh reset's and
+        choosing between them (one observation function less in every compiled step)."""
+        del inner
+        return None
+
     def _time_limit(self, episode_length: jax.Array) -> jax.Array:
         """Whether b2mapo itself ends the episode after ``episode_length`` steps (a
         truncation); the wrapped environments here keep their own time limits."""
@@ -186,11 +194,15 @@ class JaxMARLAdapter:
 
         reset_state, reset_timestep = self.reset(reset_key)
         next_inner = jax.tree.map(lambda r, s: jnp.where(done, r, s), reset_state.inner, inner)
-        obs, global_state, avail = jax.tree.map(
-            lambda r, s: jnp.where(done, r, s),
-            (reset_timestep.obs, reset_timestep.state, reset_timestep.avail),
-            stepped,
-        )
+        next_raw_obs = self._raw_obs(next_inner)
+        if next_raw_obs is None:
+            obs, global_state, avail = jax.tree.map(
+                lambda r, s: jnp.where(done, r, s),
+                (reset_timestep.obs, reset_timestep.state, reset_timestep.avail),
+                stepped,
+            )
+        else:
+            obs, global_state, avail = self._observe(next_raw_obs, next_inner)
         stats = EpisodeStats(
             jnp.where(done, 0.0, episode_return).astype(jnp.float32),
             jnp.where(done, 0, episode_length).astype(jnp.int32),

@@ -37,6 +37,9 @@ class SimpleSpreadEnv(JaxMARLAdapter):
     def _avail(self, inner: Any) -> jax.Array:
         return jnp.ones((self.spec.num_agents, self.spec.num_actions), dtype=bool)
 
+    def _raw_obs(self, inner: Any) -> dict[str, jax.Array]:
+        return self._env.get_obs(inner)  # what jaxmarl's MPE reset and step return
+
     def _outcome(
         self, inner: Any, rewards: dict[str, jax.Array], all_done: jax.Array, infos: dict
     ) -> tuple[jax.Array, jax.Array, jax.Array]:

@@ -64,6 +64,10 @@ class SMAXEnv(JaxMARLAdapter):
     def _global_state(self, raw_obs: dict[str, jax.Array], inner: Any) -> jax.Array:
         return raw_obs["world_state"]
 
+    def _raw_obs(self, inner: Any) -> dict[str, jax.Array]:
+        # jaxmarl's SMAX reset and step observe their state exactly like this.
+        return self._env.get_obs(inner) | {"world_state": self._env.get_world_state(inner)}
+
     def _avail(self, inner: Any) -> jax.Array:
         masks = self._env.get_avail_actions(inner)
         return jnp.stack([masks[agent] for agent in self._agents]).astype(bool)
