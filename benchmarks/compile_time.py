@@ -1,14 +1,20 @@
 """First-compile benchmark: lowering and XLA compile seconds of the training chunk users run
-(``Trainer.chunk``, seed ``vmap`` included) per algorithm, beside the environment alone (its
-step with the auto-reset, scanned over ``num_envs`` envs x ``rollout_len`` steps), which is
-the floor of any chunk that steps it; then the compiled chunk's run time (best of
-``--repeats``), so that a compile-saving XLA flag can be checked for its runtime cost.
+(``Trainer.chunk`` with its XLA options, seed ``vmap`` included, traced with the garbage
+collector paused as ``exported.compile_chunk`` does) per algorithm, beside the environment
+alone (its step with the auto-reset, scanned over ``num_envs`` envs x ``rollout_len`` steps),
+which is the floor of any chunk that steps it; the number of XLA kernels (fusions) of each
+program, which compile time follows and which, unlike seconds, does not depend on the
+machine's load; then the compiled chunk's run time (best of ``--repeats``), so that a
+compile-saving XLA flag can be checked for its runtime cost.
 
 XLA flags apply to the whole process: compare them by running the script once per setting::
 
     .venv/bin/python benchmarks/compile_time.py                      # smax:3m, mappo and b2mapo
-    XLA_FLAGS=--xla_backend_optimization_level=1 .venv/bin/python benchmarks/compile_time.py \\
-        --out benchmarks/results/compile_time_o1.json
+    XLA_FLAGS=--xla_cpu_use_fusion_emitters=false .venv/bin/python benchmarks/compile_time.py \\
+        --out benchmarks/results/compile_time_loop_emitters.json
+
+Compile seconds vary by a third from one run to the next on a shared machine: compare
+versions or settings by alternating runs, and by their kernels.
 
 Nothing comes from the persistent compilation cache (this script never enables it). It
 prints a table and writes the figures, the flags and machine information to ``--out``
@@ -31,13 +37,20 @@ from timing import lower_and_compile, machine_info, run_timed
 
 from b2mapo.config import resolve
 from b2mapo.envs.registry import make_env
-from b2mapo.train import Trainer
+from b2mapo.exported import gc_paused
+from b2mapo.train import Trainer, compiler_options
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "compile_time.json"
 
 
+def kernels(compiled: Any) -> int:
+    """XLA kernels (fusions) of a compiled program: what its compile time follows."""
+    return compiled.as_text().count(" fusion(")
+
+
 def environment_alone(env_name: str, num_envs: int, steps: int) -> dict[str, float]:
-    """Compile seconds of the env's step (with auto-reset) scanned like a rollout."""
+    """Compile seconds and kernels of the env's step (with auto-reset) scanned like a
+    rollout, with the trainer's XLA options."""
     env = make_env(env_name)
     keys = jax.random.split(jax.random.PRNGKey(0), num_envs)
     states, _ = jax.vmap(env.reset)(keys)
@@ -50,18 +63,27 @@ def environment_alone(env_name: str, num_envs: int, steps: int) -> dict[str, flo
 
         return jax.lax.scan(step, states, jax.random.split(key, steps))
 
-    _, lower_s, compile_s = lower_and_compile(jax.jit(play), states, keys[0])
-    return {"lower_s": lower_s, "compile_s": compile_s}
+    with gc_paused():
+        play_jit = jax.jit(play, compiler_options=compiler_options())
+        compiled, lower_s, compile_s = lower_and_compile(play_jit, states, keys[0])
+    return {"lower_s": lower_s, "compile_s": compile_s, "kernels": kernels(compiled)}
 
 
 def chunk(cfg_values: dict[str, Any], repeats: int) -> dict[str, float]:
-    """Compile seconds of one algorithm's chunk, and its best run time after a warm-up."""
+    """Compile seconds and kernels of one algorithm's chunk, and its best run time after a
+    warm-up."""
     trainer = Trainer(resolve(cfg_values))
     state = trainer.init()
-    compiled, lower_s, compile_s = lower_and_compile(trainer.chunk, state)
+    with gc_paused():
+        compiled, lower_s, compile_s = lower_and_compile(trainer.chunk, state)
     state, _ = compiled(state)
     best = min(run_timed(lambda: compiled(state)) for _ in range(repeats))
-    return {"lower_s": lower_s, "compile_s": compile_s, "chunk_s": best}
+    return {
+        "lower_s": lower_s,
+        "compile_s": compile_s,
+        "chunk_s": best,
+        "kernels": kernels(compiled),
+    }
 
 
 def main() -> None:
@@ -81,13 +103,20 @@ def main() -> None:
         rows[algo] = chunk({**shared, "algo": algo}, args.repeats)
     flags = os.environ.get("XLA_FLAGS", "")
     table = Table(title=f"First compile, {args.env}, {args.seeds} seed(s), XLA_FLAGS={flags!r}")
-    for column in ("program", "lowering s", "XLA compile s", "total s", "chunk run s"):
+    for column in ("program", "kernels", "lowering s", "XLA compile s", "total s", "chunk run s"):
         table.add_column(column, justify="left" if column == "program" else "right")
     for name, row in rows.items():
         run = f"{row['chunk_s']:.3f}" if "chunk_s" in row else "-"
         total = row["lower_s"] + row["compile_s"]
-        table.add_row(name, f"{row['lower_s']:.1f}", f"{row['compile_s']:.1f}", f"{total:.1f}", run)
-    Console().print(table)
+        table.add_row(
+            name,
+            str(row["kernels"]),
+            f"{row['lower_s']:.1f}",
+            f"{row['compile_s']:.1f}",
+            f"{total:.1f}",
+            run,
+        )
+    Console(width=100).print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     result = {
         "args": {k: str(v) for k, v in vars(args).items()},
