@@ -82,7 +82,7 @@ def test_generator_learns_to_use_fewer_batches_when_batches_cost(b2mapo) -> None
                 action, dist.order_scores, dist.edge_logits, dist.g, upper.delta
             )
             record = Period(
-                obs, state, carry.reset, action, dist.g, lp, dist.value, reward, ended, k
+                obs, state, carry.reset, action, dist.g, lp, dist.value, reward, ended, batch_index
             )
             return next_carry._replace(reset=ended), record
 

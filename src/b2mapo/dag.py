@@ -146,13 +146,15 @@ def cap_depth(order: jax.Array, keep: jax.Array, max_batches: int) -> jax.Array:
     return kept | kept.T
 
 
-def forced_pairs(action: DagAction, max_batches: int) -> jax.Array:
+def forced_pairs(action: DagAction, max_batches: int, depth: jax.Array | None = None) -> jax.Array:
     """Pairs ``{i, j}`` (both orientations) whose drop ``cap_depth`` forced: the earlier
-    agent is already in the last allowed batch. All False without a cap."""
+    agent is already in the last allowed batch. All False without a cap. ``depth`` is the
+    action's layering (``layering(edges(action))``), computed here when not given."""
     n = action.order.shape[0]
     if max_batches <= 0:
         return jnp.zeros((n, n), bool)
-    depth = layering(edges(action))
+    if depth is None:
+        depth = layering(edges(action))
     position = _positions(action.order)
     earlier_full = (position[:, None] < position[None, :]) & (depth[:, None] >= max_batches - 1)
     return earlier_full | earlier_full.T
@@ -185,12 +187,14 @@ def log_prob(
     g: jax.Array,
     delta: float | jax.Array,
     max_batches: int = 0,
+    depth: jax.Array | None = None,
 ) -> jax.Array:
     """Exact log-probability of ``action``: Plackett-Luce order plus one Bernoulli per
     candidate pair whose drop the batch cap did not force. Pass the ``g`` the action was
-    sampled with: it fixes the candidate set."""
+    sampled with: it fixes the candidate set; and its layering as ``depth`` where it is
+    known, which spares recomputing it."""
     edge_terms = _edge_log_probs(action.keep, edge_logits, g, delta)
-    edge_terms = jnp.where(forced_pairs(action, max_batches), 0.0, edge_terms)
+    edge_terms = jnp.where(forced_pairs(action, max_batches, depth), 0.0, edge_terms)
     return order_log_prob(action.order, order_scores) + jnp.sum(edge_terms)
 
 

@@ -141,11 +141,17 @@ class EngineDerived(DerivedPolicy):
         next_obs = jnp.where(tr.done[..., None, None], tr.obs, next_obs)
         own_log_prob = categorical_log_prob(logits, tr.action)
         denominator = tr.log_prob if self.cfg.derived_ratio == "behaviour" else own_log_prob
+        # The values of the states acted in and of those reached, in one critic pass.
+        value, next_value = self.networks.value(
+            params["critic"],
+            jnp.stack([tr.state, tr.next_state]),
+            jnp.stack([tr.obs, next_obs]),
+        )
         transitions = tr._replace(
             log_prob=denominator,
             carry=watched.carry,
-            value=self.networks.value(params["critic"], tr.state, tr.obs),
-            next_value=self.networks.value(params["critic"], tr.next_state, next_obs),
+            value=value,
+            next_value=next_value,
             batch_index=jnp.zeros_like(tr.batch_index),
         )
         ind_trajectory = Trajectory(transitions, state.carry, teacher)

@@ -111,7 +111,9 @@ def rollout(
 
     def step(carry: tuple[EnvLoopState, Any], key: jax.Array) -> tuple[tuple, tuple]:
         loop, follower_carry = carry
-        action_key, env_key = jax.random.split(key)
+        # One split for the acting key and every env's key (one threefry call, not two).
+        keys = jax.random.split(key, num_envs + 1)
+        action_key, env_keys = keys[0], keys[1:]
         ts = loop.timestep
         record = None
         if follower is not None:
@@ -119,10 +121,10 @@ def rollout(
         carry, action, logits = networks.policy_step(
             params["actor"], loop.carry, ts.obs, loop.first, ts.avail, batch_index, action_key
         )
-        value = networks.value(params["critic"], ts.state)
-        env_state, next_ts = step_batch(
-            env, jax.random.split(env_key, num_envs), loop.env_state, action
-        )
+        env_state, next_ts = step_batch(env, env_keys, loop.env_state, action)
+        # The values of the state acted in and of the state reached, in one critic pass.
+        states = jnp.stack([ts.state, next_ts.final_state])
+        value, next_value = networks.value(params["critic"], states)
         transition = Transition(
             obs=ts.obs,
             state=ts.state,
@@ -135,7 +137,7 @@ def rollout(
             batch_index=jnp.broadcast_to(batch_index, action.shape),
             log_prob=categorical_log_prob(logits, action),
             value=value,
-            next_value=networks.value(params["critic"], next_ts.final_state),
+            next_value=next_value,
             reward=next_ts.reward,
             terminated=next_ts.terminated,
             done=next_ts.done,

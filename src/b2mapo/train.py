@@ -347,7 +347,7 @@ class Trainer:
                 state.upper.params, next_carry, tr.obs, tr.next_state, tr.done
             )
             reward, ended = upper.period_reward(tr.reward, tr.done, tr.terminated, end_value, k)
-            all_log_prob = jax.vmap(log_prob, in_axes=(0, 0, 0, 0, None, None))
+            all_log_prob = jax.vmap(log_prob, in_axes=(0, 0, 0, 0, None, None, 0))
             record = Period(
                 obs=ts.obs,
                 state=ts.state,
@@ -361,11 +361,12 @@ class Trainer:
                     dist.g,
                     upper.delta,
                     cfg.dag_max_batches,
+                    batch_index,
                 ),
                 value=dist.value,
                 reward=reward,
                 done=ended,
-                num_batches=k,
+                batch_index=batch_index,
             )
             next_carry = next_carry._replace(reset=ended)
             derived_carry = trajectory.followed.carry

@@ -139,7 +139,12 @@ class Period(NamedTuple):
     value: jax.Array  # [E]
     reward: jax.Array  # [E], discounted return of the period minus batch_cost * K
     done: jax.Array  # [E], an episode ended during the period
-    num_batches: jax.Array  # [E], K of the sampled DAG
+    batch_index: jax.Array  # [E, n], the sampled DAG's layering
+
+    @property
+    def num_batches(self) -> jax.Array:
+        """K of each sampled DAG (``[E]``, or ``[P, E]`` stacked)."""
+        return jnp.max(self.batch_index, axis=-1) + 1
 
 
 class UpperLayer:
@@ -318,8 +323,8 @@ class UpperLayer:
         _, (agents, critic) = jax.lax.scan(replay, initial_carry, periods)
         heads = partial(self.network.apply, params, method=UpperNetwork.heads)
         out = jax.vmap(jax.vmap(heads))(agents, critic)
-        per_env = jax.vmap(log_prob, in_axes=(0, 0, 0, 0, None, None))
-        over_periods = jax.vmap(per_env, in_axes=(0, 0, 0, 0, None, None))
+        per_env = jax.vmap(log_prob, in_axes=(0, 0, 0, 0, None, None, 0))
+        over_periods = jax.vmap(per_env, in_axes=(0, 0, 0, 0, None, None, 0))
         new_log_prob = over_periods(
             periods.action,
             out.order_scores,
@@ -327,6 +332,7 @@ class UpperLayer:
             periods.g,
             self.delta,
             cfg.dag_max_batches,
+            periods.batch_index,
         )
         log_ratio = new_log_prob - periods.log_prob
         ratio = jnp.exp(log_ratio)
