@@ -51,11 +51,10 @@ class SMAXEnv(JaxMARLAdapter):
         # jaxmarl's SMAX ends an episode on the step after ``max_steps`` steps.
         limit_kwargs = {} if episode_limit is None else {"max_steps": episode_limit - 1}
         env = HeuristicEnemySMAX(scenario=map_name_to_scenario(map_name), **limit_kwargs, **kwargs)
-        obs, _ = jax.eval_shape(env.reset, jax.random.PRNGKey(0))  # shapes only, no compile
         super().__init__(
             env,
             name=f"smax:{map_name}",
-            state_dim=int(obs["world_state"].shape[0]),
+            state_dim=int(env.state_size),  # SMAX's length of its world state
             episode_limit=int(env.max_steps) + 1,
         )
         self._num_allies = env.num_allies
