@@ -122,9 +122,15 @@ def tiny_config(tmp_path: Path):
     return make
 
 
+# The session's tiny B2MAPO run: on probe:coupled (six agents, two planted pairs), whose
+# generator keeps most candidate pairs (its edge head starts at 0.9), so that the dependency
+# probes of tests/test_coupled.py have kept pairs to count.
+B2MAPO_RUN = {"env": "probe:coupled", "algo": "b2mapo", "dag_period": 4, "dag_keep_init": 0.9}
+
+
 @pytest.fixture(scope="session")
 def b2mapo_run() -> Path:
-    """A tiny trained B2MAPO run (periods of 4 steps), trained once for the whole session.
+    """A tiny trained B2MAPO run (``B2MAPO_RUN``), trained once for the whole session.
 
     Session fixtures are per xdist worker: the run lives in the session directory, and a
     worker that needs it while another trains it waits for that run instead of training its own.
@@ -134,5 +140,5 @@ def b2mapo_run() -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         if not (run_dir / "summary.json").exists():  # written last, atomically
             shutil.rmtree(run_dir, ignore_errors=True)  # what a crashed worker left
-            train(resolve({**TINY, "algo": "b2mapo", "dag_period": 4, "out": str(run_dir)}))
+            train(resolve({**TINY, **B2MAPO_RUN, "out": str(run_dir)}))
     return run_dir

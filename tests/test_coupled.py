@@ -13,13 +13,11 @@ import numpy as np
 import pytest
 
 from b2mapo import checkpoint, plots
-from b2mapo.config import resolve
 from b2mapo.dag import edges, layering
 from b2mapo.envs import make_env
 from b2mapo.envs.coupled import CoupledPairs
 from b2mapo.errors import ConfigError
 from b2mapo.reproduce import recovery
-from b2mapo.runner import train
 from tests.conftest import TINY
 
 # Cues of the six default agents: pairs (0, 1) and (2, 3), singletons 4 and 5.
@@ -209,32 +207,22 @@ def test_bad_graphs_are_refused(kept: np.ndarray, truth: np.ndarray, message: st
         recovery.score_dependencies(kept, truth)
 
 
-# --- a tiny trained run -------------------------------------------------------------------------
+# --- the session's tiny trained run (conftest.B2MAPO_RUN: B2MAPO on probe:coupled) -------------
 
 
-@pytest.fixture(scope="module")
-def coupled_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny B2MAPO run on probe:coupled whose generator keeps most candidate pairs (its edge
-    head starts at 0.9), so that the probe has kept pairs to count."""
-    run_dir = tmp_path_factory.mktemp("coupled") / "run"
-    values = {"env": "probe:coupled", "algo": "b2mapo", "dag_period": 4, "dag_keep_init": 0.9}
-    train(resolve({**TINY, **values, "out": str(run_dir)}))
-    return run_dir
-
-
-def test_learned_dependencies_of_a_tiny_run(coupled_run: Path) -> None:
+def test_learned_dependencies_of_a_tiny_run(b2mapo_run: Path) -> None:
     """The vmapped probe agrees with ``plots.generator_at`` called state by state (a reset
     with the probe's key, after ``s % 2`` periods of 4 steps), for the kept pairs and for the
     agents its batches separate; the thresholds select from the frequencies: everything off
     the diagonal below 0, nothing at 1."""
     states = 5
-    frequency = recovery.keep_frequency(coupled_run, states=states)
+    frequency = recovery.keep_frequency(b2mapo_run, states=states)
     assert frequency.shape == (6, 6)
     np.testing.assert_array_equal(frequency, frequency.T)
     assert np.all(np.diag(frequency) == 0) and frequency.min() >= 0 and frequency.max() <= 1
     assert frequency.max() > 0, "no DAG kept a pair: the checks below test nothing"
 
-    trainer, _, state = plots.load_checkpoint(coupled_run)
+    trainer, _, state = plots.load_checkpoint(b2mapo_run)
     policies = jax.tree.map(lambda x: x[0], trainer.policies(state))
     keys = jax.random.split(jax.random.PRNGKey(recovery.RECOVERY_KEY), states)
     kept, apart = [], []
@@ -248,32 +236,32 @@ def test_learned_dependencies_of_a_tiny_run(coupled_run: Path) -> None:
         kept.append(np.asarray(action.keep))
         apart.append(batch[:, None] != batch[None, :])
     np.testing.assert_allclose(frequency, np.mean(kept, axis=0))
-    separation = recovery.separation_frequency(coupled_run, states=states)
+    separation = recovery.separation_frequency(b2mapo_run, states=states)
     np.testing.assert_allclose(separation, np.mean(apart, axis=0))
     assert np.all(separation >= frequency)  # a kept pair is always split (two batches at most)
 
-    learned = recovery.learned_dependencies(coupled_run, states=states, threshold=-1.0)
+    learned = recovery.learned_dependencies(b2mapo_run, states=states, threshold=-1.0)
     np.testing.assert_array_equal(learned, ~np.eye(6, dtype=bool))  # every pair is above -1
     assert learned.dtype == bool
 
 
-def test_recovery_over_training(coupled_run: Path) -> None:
+def test_recovery_over_training(b2mapo_run: Path) -> None:
     """One row per kept checkpoint, each the score of that checkpoint's learned pairs; a run
     of an environment without a planted graph needs ``truth``."""
-    saved = [update for update, _ in checkpoint.checkpoints(coupled_run)]
+    saved = [update for update, _ in checkpoint.checkpoints(b2mapo_run)]
     assert saved == [2, 4]
-    rows = recovery.recovery_over_training(coupled_run, states=4)
+    rows = recovery.recovery_over_training(b2mapo_run, states=4)
     assert [row["update"] for row in rows] == saved
     assert rows[0]["env_steps"] == 2 * TINY["num_envs"] * TINY["rollout_len"]
     row = rows[-1]  # the newest checkpoint, scored directly (each probe call compiles)
-    learned = recovery.learned_dependencies(coupled_run, row["update"], states=4)
+    learned = recovery.learned_dependencies(b2mapo_run, row["update"], states=4)
     expected = recovery.score_dependencies(learned, TRUTH)
     np.testing.assert_equal({k: row[k] for k in expected}, expected)  # NaN equals NaN
-    separation = recovery.separation_frequency(coupled_run, row["update"], states=4)
+    separation = recovery.separation_frequency(b2mapo_run, row["update"], states=4)
     upper = np.triu(np.ones((6, 6), bool), k=1)
     assert row["separated_true"] == pytest.approx(separation[TRUTH & upper].mean())
     assert row["separated_other"] == pytest.approx(separation[~TRUTH & upper].mean())
-    empty = recovery.recovery_over_training([coupled_run], states=4, truth=np.zeros((6, 6)))
+    empty = recovery.recovery_over_training([b2mapo_run], states=4, truth=np.zeros((6, 6)))
     assert all(row["true_pairs"] == 0 and math.isnan(row["separated_true"]) for row in empty)
 
 

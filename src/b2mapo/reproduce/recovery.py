@@ -15,6 +15,7 @@ often two agents are in different batches) is reported next to the kept pairs.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,7 +25,9 @@ import jax
 import numpy as np
 
 from b2mapo import checkpoint, plots
+from b2mapo.config import TrainConfig
 from b2mapo.dag import edges, layering
+from b2mapo.envs.registry import is_host
 from b2mapo.errors import ConfigError
 from b2mapo.train import Policies, Trainer
 
@@ -115,11 +118,6 @@ class _Probe:
     compiled ``jit(vmap)`` program per period offset, reused across checkpoints."""
 
     def __init__(self, trainer: Trainer) -> None:
-        if trainer.pools:
-            raise ConfigError(
-                f"{trainer.cfg.env} is stepped in worker processes; the generator can only be "
-                "probed on a JAX environment"
-            )
         self.trainer = trainer
         cfg = trainer.cfg
         per_episode = math.ceil(trainer.env.spec.episode_limit / cfg.dag_period)
@@ -155,6 +153,18 @@ class _Probe:
         return kept / states, separated / states
 
 
+@functools.lru_cache(maxsize=4)
+def _probe(cfg: TrainConfig) -> _Probe:
+    """The probe of a run's config: its compiled programs serve every checkpoint and every
+    call on runs of that config."""
+    if is_host(cfg.env):
+        raise ConfigError(
+            f"{cfg.env} is stepped in worker processes; the generator can only be probed on "
+            "a JAX environment"
+        )
+    return _Probe(Trainer(cfg))
+
+
 def _seed_policies(trainer: Trainer, state: Any, seed_index: int) -> Policies:
     seeds = trainer.cfg.seeds
     if not 0 <= seed_index < seeds:
@@ -172,7 +182,7 @@ def _frequencies(
     run_dir: Path, update: int | None, states: int, seed_index: int
 ) -> tuple[np.ndarray, np.ndarray]:
     trainer, _, state = plots.load_checkpoint(Path(run_dir), update)
-    return _Probe(trainer).frequencies(_seed_policies(trainer, state, seed_index), states)
+    return _probe(trainer.cfg).frequencies(_seed_policies(trainer, state, seed_index), states)
 
 
 def keep_frequency(
@@ -244,13 +254,10 @@ def recovery_over_training(
         saved = checkpoint.checkpoints(run_dir)
         if not saved:
             raise ConfigError(f"{run_dir} has no checkpoint")
-        probe: _Probe | None = None
         for update, _ in saved:
             trainer, _, state = plots.load_checkpoint(run_dir, update)
-            if probe is None:  # one probe per run: its programs compile once
-                probe = _Probe(trainer)
             policies = _seed_policies(trainer, state, seed_index)
-            kept, separated = probe.frequencies(policies, states)
+            kept, separated = _probe(trainer.cfg).frequencies(policies, states)
             planted = _truth_of(trainer, truth)
             score = score_dependencies(_above(kept, threshold), planted)
             true_pairs = np.triu(_as_graph("truth", planted), k=1)
