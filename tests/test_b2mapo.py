@@ -12,11 +12,11 @@ import pytest
 
 from b2mapo import runner
 from b2mapo.config import ConfigError
-from b2mapo.dag import log_prob
 from b2mapo.losses import categorical_kl
 from b2mapo.rollout import Distillation, rollout
 from b2mapo.train import Trainer
-from b2mapo.upper import Period
+from b2mapo.upper.dag import log_prob
+from b2mapo.upper.generator import Period
 
 
 @pytest.fixture
@@ -36,13 +36,13 @@ def test_period_reward_discounts_and_stops_at_the_episode_end(b2mapo) -> None:
     reward = jnp.array([[1.0, 1.0], [1.0, 1.0], [1.0, 1.0], [1.0, 1.0]])
     done = jnp.array([[False, False], [True, False], [False, False], [False, False]])
     end_value = jnp.array([8.0, 8.0])
-    period_return, ended = trainer.upper.period_reward(
+    period_return, ended = trainer.round.upper.period_reward(
         reward, done, done, end_value, jnp.array([1, 3])
     )
     np.testing.assert_allclose(period_return, [1.5 - 0.25, 1.875 - 0.75])
     np.testing.assert_array_equal(ended, [True, False])
     # The same end as a time-limit truncation bootstraps from the critic: + γ^2 · 8.
-    truncated, ended = trainer.upper.period_reward(
+    truncated, ended = trainer.round.upper.period_reward(
         reward, done, jnp.zeros_like(done), end_value, jnp.array([1, 3])
     )
     np.testing.assert_allclose(truncated, [1.5 - 0.25 + 0.25 * 8.0, 1.875 - 0.75])
@@ -62,7 +62,7 @@ def test_generator_learns_to_use_fewer_batches_when_batches_cost(b2mapo) -> None
         num_envs=16,
         anneal_lr=False,
     )
-    upper = Trainer(cfg).upper
+    upper = Trainer(cfg).round.upper
     spec = upper.spec
     obs = jax.random.normal(jax.random.key(1), (2, cfg.num_envs, spec.num_agents, spec.obs_dim))
     state = jnp.zeros((2, cfg.num_envs, spec.state_dim))
@@ -105,7 +105,7 @@ def test_derived_policy_acts_on_its_own_observation_only(b2mapo) -> None:
     """Changing other agents' observations leaves an agent's π_ind logits unchanged (and
     ``act`` takes no actions of other agents at all)."""
     trainer = Trainer(b2mapo())
-    derived = trainer.derived
+    derived = trainer.round.derived
     params = derived.init(jax.random.key(0), 2).learner.params
     spec = trainer.env.spec
     obs = jax.random.normal(jax.random.key(1), (2, spec.num_agents, spec.obs_dim))
@@ -137,7 +137,7 @@ def test_distillation_lowers_kl_to_the_joint_policy(b2mapo, derived: str) -> Non
         jax.random.key(3),
         16,
         batch_index,
-        trainer.derived.follower(state.derived.learner.params, state.derived.carry),
+        trainer.round.derived.follower(state.own.derived.learner.params, state.own.derived.carry),
     )
     tr = trajectory.transitions
     # A teacher far from the near-uniform untrained π_ind, and learnable: agent i prefers
@@ -148,19 +148,23 @@ def test_distillation_lowers_kl_to_the_joint_policy(b2mapo, derived: str) -> Non
     active = tr.avail.sum(-1) > 1
 
     def kl_to_teacher(derived_state) -> float:
-        logits = trainer.derived.networks.unroll(
-            derived_state.learner.params["actor"], state.derived.carry, tr.obs, tr.first, tr.avail
+        logits = trainer.round.derived.networks.unroll(
+            derived_state.learner.params["actor"],
+            state.own.derived.carry,
+            tr.obs,
+            tr.first,
+            tr.avail,
         )
         kl = categorical_kl(teacher_logits, logits)
         return float(jnp.sum(kl * active) / jnp.sum(active))
 
     def train(weight: float):
-        update = jax.jit(trainer.derived.update)
+        update = jax.jit(trainer.round.derived.update)
         teacher = Distillation(teacher_logits, jnp.full(tr.reward.shape, weight))
-        derived_state = state.derived
+        derived_state = state.own.derived
         for i in range(10):
             derived_state, metrics = update(
-                derived_state._replace(carry=state.derived.carry),
+                derived_state._replace(carry=state.own.derived.carry),
                 trajectory,
                 loop.timestep.obs,
                 teacher,
@@ -168,7 +172,7 @@ def test_distillation_lowers_kl_to_the_joint_policy(b2mapo, derived: str) -> Non
             )
         return derived_state, metrics
 
-    before = kl_to_teacher(state.derived)
+    before = kl_to_teacher(state.own.derived)
     distilled, metrics = train(5.0)
     plain, _ = train(0.0)
     assert "ind_distill_loss" in metrics

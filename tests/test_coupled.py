@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from b2mapo import checkpoint, plots
-from b2mapo.dag import edges, layering
 from b2mapo.envs import make_env
 from b2mapo.envs.coupled import CoupledPairs
 from b2mapo.errors import ConfigError
 from b2mapo.reproduce import recovery
+from b2mapo.upper.dag import edges, layering
 from tests.conftest import TINY
 
 # Cues of the six default agents: pairs (0, 1) and (2, 3), singletons 4 and 5.
@@ -227,7 +227,7 @@ def test_learned_dependencies_of_a_tiny_run(b2mapo_run: Path) -> None:
     keys = jax.random.split(jax.random.PRNGKey(recovery.RECOVERY_KEY), states)
     kept, apart = [], []
     generator_at = jax.jit(
-        lambda p, k, periods: plots.generator_at(trainer, p, k, periods, True)[1],
+        lambda p, k, periods: plots.generator_at(trainer.round, p, k, periods, True)[1],
         static_argnums=2,
     )
     for s in range(states):

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from b2mapo.dag import (
+from b2mapo.upper.dag import (
     DagAction,
     DagGenerator,
     candidate_pairs,

@@ -49,7 +49,8 @@ for algo, seeds in cases:
     saved[f"{name}/layout"] = np.array(
         [trainer.layout.seed_devices, trainer.layout.env_devices, len(state.loop.first.devices())]
     )
-    trained = (state.learner.params, state.upper, state.derived)  # None unless B2MAPO
+    own = () if state.own is None else (state.own.upper, state.own.derived)  # B2MAPO's
+    trained = (state.learner.params, *own)
     for i, leaf in enumerate(jax.tree.leaves(trained)):
         saved[f"{name}/{i}"] = np.asarray(leaf)
 np.savez(out, **saved)

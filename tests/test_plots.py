@@ -1,5 +1,5 @@
 """``b2mapo plot`` / ``curves``: the figures are written, and the DAG they draw is the one
-training acts on (edges from earlier to later batches, the layering of ``b2mapo.dag``)."""
+training acts on (edges from earlier to later batches, the layering of ``b2mapo.upper.dag``)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from matplotlib.image import imread
 from b2mapo import checkpoint, plots
 from b2mapo.cli import main
 from b2mapo.config import ConfigError
-from b2mapo.dag import DagAction, candidate_pairs, edges, layering
+from b2mapo.upper.dag import DagAction, candidate_pairs, edges, layering
 
 
 def assert_png(path: Path) -> None:
@@ -64,14 +64,14 @@ def test_snapshots_of_a_trained_generator(b2mapo_run: Path) -> None:
     the batch index ``UpperLayer.act`` gives the lower layer, and the drawing invariants hold."""
     trainer, update, state = plots.load_checkpoint(b2mapo_run)
     assert update == trainer.cfg.num_updates
-    params = jax.tree.map(lambda x: x[0], state.upper.params)
+    params = jax.tree.map(lambda x: x[0], state.own.upper.params)
     envs = 16
 
     @jax.jit
     def sample(key: jax.Array):
         _, ts = jax.vmap(trainer.env.reset)(jax.random.split(key, envs))
-        carry = trainer.upper.initial_carry(envs)
-        return trainer.upper.act(params, carry, ts.obs, ts.state, key, greedy=False)[1:]
+        carry = trainer.round.upper.initial_carry(envs)
+        return trainer.round.upper.act(params, carry, ts.obs, ts.state, key, greedy=False)[1:]
 
     actions, out, batch_index = sample(jax.random.PRNGKey(3))
     edge_count = 0
@@ -80,7 +80,7 @@ def test_snapshots_of_a_trained_generator(b2mapo_run: Path) -> None:
         snapshot = plots.dag_snapshot(out.g[e], action)
         np.testing.assert_array_equal(snapshot.batch_index, batch_index[e])
         np.testing.assert_array_equal(snapshot.adjacency, edges(action))
-        assert_drawable(snapshot, trainer.upper.delta)
+        assert_drawable(snapshot, trainer.round.upper.delta)
         edge_count += int(snapshot.adjacency.sum())
     assert edge_count > 0, "no sampled DAG had an edge: the checks above tested nothing"
 
@@ -98,10 +98,10 @@ def test_dag_figure(b2mapo_run: Path, tmp_path: Path) -> None:
     trainer, _, state = plots.load_checkpoint(b2mapo_run, 4)
     policies = jax.tree.map(lambda x: x[0], trainer.policies(state))
     g, action, episode_step = plots.generator_at(
-        trainer, policies, jax.random.PRNGKey(0), periods=2, greedy=True
+        trainer.round, policies, jax.random.PRNGKey(0), periods=2, greedy=True
     )
     assert 0 <= int(episode_step) <= 8
-    assert_drawable(plots.dag_snapshot(g, action), trainer.upper.delta)
+    assert_drawable(plots.dag_snapshot(g, action), trainer.round.upper.delta)
 
 
 def test_training_figure(b2mapo_run: Path) -> None:
@@ -204,7 +204,7 @@ def test_dag_history_is_drawn_as_a_strip_and_a_gif(b2mapo_run: Path, tmp_path: P
     and the GIF has one frame per record."""
     from PIL import Image
 
-    from b2mapo.dag_history import read_history
+    from b2mapo.upper.history import read_history
 
     records = read_history(b2mapo_run)
     lines = (b2mapo_run / "metrics.jsonl").read_text().splitlines()
@@ -233,7 +233,7 @@ def test_a_run_without_dag_history_is_refused(b2mapo_run: Path, tmp_path: Path) 
 
 def test_resumed_dag_history_drops_records_past_the_checkpoint(tmp_path: Path) -> None:
     """Records written after the checkpoint a run resumes from are dropped, as metrics are."""
-    from b2mapo.dag_history import HISTORY_FILE, DagRecorder, read_history
+    from b2mapo.upper.history import HISTORY_FILE, DagRecorder, read_history
 
     path = tmp_path / HISTORY_FILE
     path.write_text("".join(json.dumps({"update": u}) + "\n" for u in (2, 4, 6)))

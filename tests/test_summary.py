@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from b2mapo.runner import evaluate, format_result, wilson_interval
+from b2mapo.evaluation import evaluate, wilson_interval
+from b2mapo.runner import format_result
 from b2mapo.train import Trainer
 
 

@@ -21,7 +21,7 @@ CONFIG_FILE = "config.json"
 KEEP_LAST = 2
 # The layout of the saved runner state. Bump it whenever a change to the state (a new field,
 # another optimiser chain) makes older checkpoints unreadable, so that they are refused by name.
-FORMAT = 2
+FORMAT = 3  # 3: a round's own state (B2MAPO's generator, π_ind) under RunnerState.own
 _NAME = re.compile(r"^update_(\d{8})\.msgpack$")
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -69,6 +70,9 @@ class Layout:
     """A device mesh of ``seed_devices × env_devices`` and how a runner state lies on it."""
 
     mesh: Mesh
+    own_per_env: Callable[[Any, NamedSharding], Any] | None = None
+    """Gives the per-environment parts of a round's own state (``RunnerState.own``, here
+    a tree of per-seed shardings) the per-environment sharding (``rounds.Round.own_per_env``)."""
 
     @property
     def seed_devices(self) -> int:
@@ -97,13 +101,11 @@ class Layout:
         per_seed = NamedSharding(self.mesh, PER_SEED)
         per_env = NamedSharding(self.mesh, PER_ENV)
         shardings = jax.tree.map(lambda _: per_seed, state)
-        replace: dict[str, Any] = {"loop": jax.tree.map(lambda _: per_env, state.loop)}
-        if state.upper_carry is not None:
-            replace["upper_carry"] = jax.tree.map(lambda _: per_env, state.upper_carry)
-        if state.derived is not None:
-            carry = jax.tree.map(lambda _: per_env, state.derived.carry)
-            replace["derived"] = shardings.derived._replace(carry=carry)
-        return shardings._replace(**replace)
+        loop = jax.tree.map(lambda _: per_env, state.loop)
+        own = jax.tree.map(lambda _: per_seed, state.own)
+        if self.own_per_env is not None:
+            own = self.own_per_env(own, per_env)
+        return shardings._replace(loop=loop, own=own)
 
     def place(self, state: _T) -> _T:
         """``state`` (host or device arrays, the same values in every process) as global
@@ -157,7 +159,12 @@ class Layout:
         return text + (f" in {processes} processes" if processes > 1 else "")
 
 
-def make_layout(devices: int | str, seeds: int, num_envs: int) -> Layout:
+def make_layout(
+    devices: int | str,
+    seeds: int,
+    num_envs: int,
+    own_per_env: Callable[[Any, NamedSharding], Any] | None = None,
+) -> Layout:
     """The mesh for ``devices`` devices ("all": all there are, across every process): seeds
     go on as many devices as divide them (no communication between seeds), and each seed's
     environments are split over the rest. ``ConfigError`` if the numbers do not fit."""
@@ -181,4 +188,4 @@ def make_layout(devices: int | str, seeds: int, num_envs: int) -> Layout:
             f"({count} devices, {seeds} seed(s)): use a multiple of {env_devices} or fewer devices"
         )
     grid = np.array(available[:count]).reshape(seed_devices, env_devices)
-    return Layout(Mesh(grid, ("seed", "env")))
+    return Layout(Mesh(grid, ("seed", "env")), own_per_env)

@@ -28,11 +28,11 @@ from matplotlib.ticker import EngFormatter
 
 from b2mapo import checkpoint
 from b2mapo.config import ConfigError, TrainConfig
-from b2mapo.dag import DagAction, candidate_pairs, edges, layering
-from b2mapo.dag_history import PLOT_RESET_KEY, generator_at
 from b2mapo.policy import load_state
 from b2mapo.runner import METRICS_FILE
 from b2mapo.train import RunnerState, Trainer
+from b2mapo.upper.dag import DagAction, candidate_pairs, edges, layering
+from b2mapo.upper.history import PLOT_RESET_KEY, generator_at
 
 BATCH_COLOURS = matplotlib.colormaps["tab10"]
 # Above this many agents the heatmap drops its per-cell numbers, which would overlap.
@@ -129,9 +129,9 @@ def plot_dag(
     policies = jax.tree.map(lambda x: x[seed_index], trainer.policies(state))
     key = jax.random.fold_in(jax.random.PRNGKey(PLOT_RESET_KEY), env_index)
     periods = steps // trainer.cfg.dag_period
-    g, action, episode_step = jax.jit(lambda p, k: generator_at(trainer, p, k, periods, greedy))(
-        policies, key
-    )
+    g, action, episode_step = jax.jit(
+        lambda p, k: generator_at(trainer.round, p, k, periods, greedy)
+    )(policies, key)
     snapshot = dag_snapshot(g, action)
     cfg = trainer.cfg
     title = (
@@ -140,7 +140,7 @@ def plot_dag(
         f"(episode step {int(episode_step)}), {'greedy' if greedy else 'sampled'} DAG"
     )
     out_png = Path(out_png) if out_png else run_dir / f"dag_update_{update:08d}.png"
-    figure = draw_dag(snapshot, trainer.upper.delta, title)
+    figure = draw_dag(snapshot, trainer.round.upper.delta, title)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out_png, dpi=120)
     return out_png
@@ -456,7 +456,7 @@ def plot_dag_history(
     ``RUN_DIR/dag_history.png`` and ``.gif``. Returns both paths."""
     from PIL import Image
 
-    from b2mapo.dag_history import read_history
+    from b2mapo.upper.history import read_history
 
     run_dir = Path(run_dir)
     cfg = checkpoint.load_config(run_dir)

@@ -18,10 +18,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from b2mapo.config import ConfigError
-from b2mapo.dag_history import PLOT_RESET_KEY
 from b2mapo.plots import batch_colour
 from b2mapo.policy import load_state
 from b2mapo.train import Policies, Trainer
+from b2mapo.upper.history import PLOT_RESET_KEY
 
 
 class Frames(NamedTuple):
@@ -45,8 +45,9 @@ def play_episode(trainer: Trainer, policies: Policies, joint: bool, env_index: i
     """Play one greedy episode of the run's environment from a fixed reset key with the
     policy evaluation plays (π_ind for B2MAPO, or π with ``joint``); ``policies`` are the
     seed's. The batches shown are π's: for π_ind, π's player steps beside it for them."""
-    shown = trainer.joint_player(1)
-    player = trainer.derived_player(1) if trainer.learned and not joint else shown
+    shown = trainer.round.joint_player(1)
+    learned = trainer.cfg.partition == "learned"
+    player = trainer.round.executing_player(1) if learned and not joint else shown
     key = jax.random.fold_in(jax.random.PRNGKey(PLOT_RESET_KEY), env_index)
     env, limit = trainer.env, trainer.env.spec.episode_limit
 
@@ -144,15 +145,16 @@ def replay(
     cfg = trainer.cfg
     if not cfg.env.startswith("smax:"):
         raise ConfigError(f"b2mapo replay draws SMAX episodes; {run_dir} trained on {cfg.env}")
-    if joint and not trainer.learned:
+    learned = cfg.partition == "learned"
+    if joint and not learned:
         raise ConfigError(f"--joint replays B2MAPO's π; {run_dir} is a {cfg.algo} run")
     if not 0 <= seed_index < cfg.seeds:
         raise ConfigError(f"seed_index={seed_index} must be in 0..{cfg.seeds - 1}")
-    policies = jax.tree.map(lambda x: x[seed_index], Trainer.policies(state))
+    policies = jax.tree.map(lambda x: x[seed_index], trainer.policies(state))
     frames = play_episode(trainer, policies, joint, env_index)
     smax = trainer.env._env
     played = int(np.sum(~frames.ended))
-    who = "π (batch by batch)" if joint else ("π_ind" if trainer.learned else "policy")
+    who = "π (batch by batch)" if joint else ("π_ind" if learned else "policy")
     outcome = "won" if frames.won else "not won"
     title = f"{cfg.env} {cfg.algo}, {who}: {outcome} in {played} steps"
     box = view_box(frames, played)

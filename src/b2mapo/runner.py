@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -20,17 +21,15 @@ from rich.table import Table
 from b2mapo import checkpoint
 from b2mapo.checkpoint import atomic_write
 from b2mapo.config import ConfigError, TrainConfig
-from b2mapo.dag_history import DagRecorder, first_seed
 from b2mapo.errors import HostEnvError
+from b2mapo.evaluation import evaluate, wilson_interval
 from b2mapo.exported import compile_chunk
 from b2mapo.parallel import is_writer
 from b2mapo.policy import load_state
-from b2mapo.train import RunnerState, Trainer
+from b2mapo.train import Trainer
 
 METRICS_FILE = "metrics.jsonl"
 LOSS_KEYS = ("policy_loss", "value_loss", "entropy")
-# Keys of evaluation runs are offset from training keys so evaluation never shares randomness.
-EVAL_SEED_OFFSET = 1_000_003
 
 
 class TrainingDiverged(RuntimeError):
@@ -176,42 +175,6 @@ def _check_finite(metrics: dict[str, jax.Array], first_update: int, last_good: s
             )
 
 
-def evaluate(
-    trainer: Trainer, state: RunnerState, joint: bool = True, episodes: int | None = None
-) -> tuple[dict, dict]:
-    """Greedy and sampled evaluation of every seed's executing policy (π_ind for B2MAPO,
-    whose joint policy π is also scored, under ``joint_`` keys, when ``joint``).
-
-    ``episodes`` per seed (default ``eval_episodes``) are played in calls of the one compiled
-    evaluation program, ``eval_episodes`` at a time: a longer final evaluation compiles
-    nothing new. Returns per-seed means, greedy then sampled.
-    """
-    episodes = trainer.cfg.eval_episodes if episodes is None else episodes
-    calls = -(-episodes // trainer.cfg.eval_episodes)
-    update = int(trainer.layout.to_host(state.update).max())
-    keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(
-        trainer.seed_keys(EVAL_SEED_OFFSET), update
-    )
-    policies = trainer.layout.local(trainer.policies(state))
-    results = []
-    for greedy in (True, False):
-        pooled: dict[str, list[np.ndarray]] = {}
-        for call in range(calls):
-            call_keys = keys if call == 0 else jax.vmap(jax.random.fold_in, (0, None))(keys, call)
-            by_policy = trainer.evaluate(policies, call_keys, np.bool_(greedy), joint)
-            for prefix, result in by_policy.items():
-                for name, value in zip(_EVAL_NAMES, result, strict=True):
-                    pooled.setdefault(prefix + name, []).append(np.asarray(value))
-        results.append(
-            {k: np.concatenate(v, axis=1)[:, :episodes].mean(axis=1) for k, v in pooled.items()}
-        )
-    return results[0], results[1]
-
-
-# Names of ``EvalResult``'s fields in metrics and summaries, as means over episodes.
-_EVAL_NAMES = ("win_rate", "episode_return", "episode_length")
-
-
 def _eval_records(
     update: int, cfg: TrainConfig, greedy: dict, sampled: dict, wall_time: float
 ) -> list[dict]:
@@ -286,12 +249,13 @@ def _train(trainer: Trainer, console: Console | None) -> Summary:
         last_good = str(checkpoint.checkpoints(run_dir)[-1][1])
         console.print(f"resuming {run_dir} from update {update}")
     done_updates = int(np.asarray(state.update).max())
-    # B2MAPO: the learned DAG at a fixed state after every evaluation (dag_history.py); a
-    # host environment has no reset to replay, and other processes hold no first seed.
-    dags = None
-    if trainer.learned and writer and not trainer.pools and jax.process_count() == 1:
-        dags = DagRecorder(trainer, run_dir)
-        dags.keep_until(done_updates)
+    # What the round records at every evaluation (B2MAPO: its DAG at a fixed state); a host
+    # environment has no reset to replay, and other processes hold no first seed.
+    history = None
+    if writer and not trainer.pools and jax.process_count() == 1:
+        history = trainer.round.history(run_dir)
+    if history is not None:
+        history.keep_until(done_updates)
     if log is not None:
         checkpoint.save_config(run_dir, cfg)
         log.keep_until(done_updates)
@@ -337,7 +301,7 @@ def _train(trainer: Trainer, console: Console | None) -> Summary:
             done_updates += updates_per_chunk
             chunk_index += 1
 
-            k_key = "dag_num_batches" if "dag_num_batches" in metrics else "num_batches"
+            k_key = trainer.round.batches_metric
             speed = updates_per_chunk * cfg.steps_per_update * cfg.seeds / seconds
             status = (
                 f"win {np.asarray(metrics['win_rate'])[:, -1].mean():.2f} "
@@ -355,12 +319,13 @@ def _train(trainer: Trainer, console: Console | None) -> Summary:
                 wall_time = time.perf_counter() - run_started
                 if log is not None:
                     log.write(_eval_records(done_updates, cfg, greedy, sampled, wall_time))
-                status += f" eval {greedy['win_rate'].mean():.2f}"
-                if "joint_win_rate" in greedy:  # B2MAPO: π_ind, then π
-                    status += f"/{greedy['joint_win_rate'].mean():.2f}"
+                # The executing policy's win rate, then the others the round scores (B2MAPO: π).
+                wins = [v.mean() for k, v in greedy.items() if k.endswith("win_rate")]
+                status += " eval " + "/".join(f"{win:.2f}" for win in wins)
             host_state = trainer.layout.to_host(state)  # every process takes part in the gather
-            if evaluating and dags is not None:
-                dags.record(first_seed(host_state), done_updates)
+            if evaluating and history is not None:
+                policies = trainer.policies(host_state)
+                history.record(jax.tree.map(lambda x: jnp.asarray(x[0]), policies), done_updates)
             if writer:
                 last_good = str(checkpoint.save(run_dir, done_updates, host_state))
             progress.update(task, completed=done_updates * cfg.steps_per_update, status=status)
@@ -387,18 +352,6 @@ def _train(trainer: Trainer, console: Console | None) -> Summary:
     if writer:
         atomic_write(run_dir / "summary.json", json.dumps(summary.as_dict(), indent=2).encode())
     return summary
-
-
-def wilson_interval(wins: float, episodes: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval (95% for z = 1.96) of a win rate from ``episodes`` episodes:
-    unlike mean ± 1.96 standard errors it stays inside [0, 1] and is right near 0 and 1."""
-    if episodes < 1:
-        raise ValueError(f"episodes={episodes} must be at least 1")
-    rate = wins / episodes
-    centre = (rate + z**2 / (2 * episodes)) / (1 + z**2 / episodes)
-    half = z * math.sqrt(rate * (1 - rate) / episodes + z**2 / (4 * episodes**2))
-    half /= 1 + z**2 / episodes
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def format_result(key: str, values: np.ndarray, episodes_per_seed: int) -> str:

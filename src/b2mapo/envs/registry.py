@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 from b2mapo.envs.core import Env
 from b2mapo.envs.coupled import CoupledPairs
 from b2mapo.envs.host.football import SCENARIOS as FOOTBALL_SCENARIOS
 from b2mapo.envs.host.football import FootballEnv, check_scenario
 from b2mapo.envs.host.pettingzoo import PettingZooEnv
-from b2mapo.envs.host.pool import HostEnv
+from b2mapo.envs.host.pool import HostEnv, HostPool
 from b2mapo.envs.mpe import SimpleSpreadEnv
 from b2mapo.envs.probes import TargetWalk, climbing_game
 from b2mapo.envs.smax import SMAX_MAPS, SMAXEnv
@@ -54,6 +54,35 @@ def make_host_env(
     family, _, task = name.partition(":")
     adapter = PettingZooEnv if family == "pettingzoo" else FootballEnv
     return HostEnv(name, partial(adapter, name, task, kwargs, episode_limit), timeout)
+
+
+class TrainingEnvs(NamedTuple):
+    """The environments a run steps: one for training and one for evaluation (the same JAX
+    environment, or two pools of host worker processes, which ``pools`` lists to close)."""
+
+    env: Env | HostPool
+    eval_env: Env | HostPool
+    pools: tuple[HostPool, ...]
+
+
+def make_training_envs(
+    name: str,
+    episode_limit: int | None,
+    kwargs: dict[str, Any],
+    worker_timeout: float,
+    num_envs: int,
+    eval_episodes: int,
+    workers: int,
+) -> TrainingEnvs:
+    """The training and evaluation environments of a run: a JAX environment steps inside the
+    compiled loop; a host environment in a pool of ``num_envs`` (training) and one of
+    ``eval_episodes`` (evaluation) environments, each spread over ``workers`` processes."""
+    if not is_host(name):
+        env = make_env(name, episode_limit)
+        return TrainingEnvs(env, env, ())
+    host = make_host_env(name, episode_limit, kwargs, worker_timeout)
+    pools = (host.pool(num_envs, workers), host.pool(eval_episodes, workers))
+    return TrainingEnvs(*pools, pools)
 
 
 class UnknownEnvError(ConfigError):

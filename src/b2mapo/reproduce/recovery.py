@@ -26,10 +26,10 @@ import numpy as np
 
 from b2mapo import checkpoint, plots
 from b2mapo.config import TrainConfig
-from b2mapo.dag import edges, layering
 from b2mapo.envs.registry import is_host
 from b2mapo.errors import ConfigError
 from b2mapo.train import Policies, Trainer
+from b2mapo.upper.dag import edges, layering
 
 # Key of the start states the generator is probed at (other than the figures' key, so that
 # the probe does not only see the states ``b2mapo plot`` draws).
@@ -129,7 +129,7 @@ class _Probe:
             trainer = self.trainer
 
             def dag(policies: Policies, key: jax.Array) -> tuple[jax.Array, jax.Array]:
-                action = plots.generator_at(trainer, policies, key, periods, True)[1]
+                action = plots.generator_at(trainer.round, policies, key, periods, True)[1]
                 batch = layering(edges(action))
                 return action.keep, batch[:, None] != batch[None, :]
 
@@ -169,7 +169,7 @@ def _seed_policies(trainer: Trainer, state: Any, seed_index: int) -> Policies:
     seeds = trainer.cfg.seeds
     if not 0 <= seed_index < seeds:
         raise ConfigError(f"seed_index={seed_index} must be in 0..{seeds - 1} (the run's seeds)")
-    return jax.tree.map(lambda x: x[seed_index], Trainer.policies(state))
+    return jax.tree.map(lambda x: x[seed_index], trainer.policies(state))
 
 
 def _above(frequency: np.ndarray, threshold: float) -> np.ndarray:

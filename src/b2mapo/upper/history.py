@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from b2mapo.checkpoint import atomic_write
-from b2mapo.dag import DagAction, edges, layering
-from b2mapo.train import Policies, RunnerState, Trainer
+from b2mapo.state import Policies
+from b2mapo.upper.dag import DagAction, edges, layering
+
+if TYPE_CHECKING:
+    from b2mapo.upper.round import LearnedRound
 
 HISTORY_FILE = "dag_history.jsonl"
 # Key of the environment resets the DAG figures and the history are drawn at: figures of
@@ -23,14 +26,14 @@ PLOT_RESET_KEY = 7
 
 
 def generator_at(
-    trainer: Trainer, policies: Policies, key: jax.Array, periods: int, greedy: bool
+    learned: LearnedRound, policies: Policies, key: jax.Array, periods: int, greedy: bool
 ) -> tuple[jax.Array, DagAction, jax.Array]:
     """Reset one environment with ``key``, let π play ``periods`` periods batch by batch on
     the generator's DAGs (one per period, carries and restarts as in training), then run the
     generator once more. ``policies`` are one seed's. Returns that last call's G ``[n, n]``,
     its DAG action and the episode step it saw; ``greedy`` picks the most likely DAGs and
     actions instead of samples."""
-    env, upper, networks = trainer.env, trainer.upper, trainer.networks
+    env, upper, networks = learned.env, learned.upper, learned.networks
     reset_key, dag_key, key = jax.random.split(key, 3)
     env_state, ts = jax.vmap(env.reset)(reset_key[None])
     first = jnp.ones((1,), bool)
@@ -59,7 +62,7 @@ def generator_at(
             return (actor_carry, env_state, ts, ts.done, ended | ts.done), None
 
         inner = (actor_carry, env_state, ts, first, jnp.zeros_like(first))
-        steps = jax.random.split(key, trainer.cfg.dag_period)
+        steps = jax.random.split(key, learned.cfg.dag_period)
         (actor_carry, env_state, ts, first, ended), _ = jax.lax.scan(play_step, inner, steps)
         return (actor_carry, upper_carry._replace(reset=ended), env_state, ts, first), None
 
@@ -76,11 +79,11 @@ class DagRecorder:
     """Appends the generator's greedy DAG at the fixed start state (seed index 0, env 0) to a
     run's ``dag_history.jsonl``: one record per evaluation."""
 
-    def __init__(self, trainer: Trainer, run_dir: Path) -> None:
+    def __init__(self, learned: LearnedRound, run_dir: Path) -> None:
         self.path = Path(run_dir) / HISTORY_FILE
-        self._steps_per_update = trainer.cfg.steps_per_update
+        self._steps_per_update = learned.cfg.steps_per_update
         key = jax.random.PRNGKey(PLOT_RESET_KEY)
-        self._probe = jax.jit(lambda policies: generator_at(trainer, policies, key, 0, True))
+        self._probe = jax.jit(lambda policies: generator_at(learned, policies, key, 0, True))
 
     def keep_until(self, update: int) -> None:
         """Drop records past ``update`` (written after the checkpoint a run resumes from)."""
@@ -113,8 +116,3 @@ def read_history(run_dir: Path) -> list[dict[str, Any]]:
         return []
     lines = [line for line in path.read_text().splitlines() if line.strip()]
     return sorted((json.loads(line) for line in lines), key=lambda r: r["update"])
-
-
-def first_seed(state: RunnerState) -> Policies:
-    """The acting parameters of the first seed of a (host) runner state."""
-    return jax.tree.map(lambda x: jnp.asarray(x[0]), Trainer.policies(state))

@@ -2,7 +2,7 @@
 
 Every ``T = dag_period`` environment steps (a *period*) the generator encodes each agent's
 observation (MLP -> GRU, one recurrent state per agent across the episode), builds the
-attention dependency graph, samples a DAG (``b2mapo.dag``) and lays it out into batches;
+attention dependency graph, samples a DAG (``b2mapo.upper.dag``) and lays it out into batches;
 the batches drive the lower layer's acting and update for the period's ``T`` steps. Its
 critic (MLP -> GRU over the joint observation and global state) values the period's state.
 Its reward is the period's discounted return minus ``batch_cost · K``. PPO-clip with the
@@ -27,7 +27,10 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from b2mapo.config import TrainConfig
-from b2mapo.dag import (
+from b2mapo.envs.core import EnvSpec
+from b2mapo.losses import clipped_surrogate, corrected_gae, normalise, td_errors
+from b2mapo.networks import Params, _dense, choose, gru_update, with_agent_id
+from b2mapo.upper.dag import (
     DagAction,
     DagGenerator,
     build_dag,
@@ -37,9 +40,6 @@ from b2mapo.dag import (
     log_prob,
     sample_dag,
 )
-from b2mapo.envs.core import EnvSpec
-from b2mapo.losses import clipped_surrogate, corrected_gae, normalise, td_errors
-from b2mapo.networks import Params, _dense, choose, gru_update, with_agent_id
 
 
 def dependency_threshold(relative_delta: float, num_agents: int) -> float:
