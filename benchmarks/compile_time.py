@@ -33,11 +33,11 @@ import jax
 import jax.numpy as jnp
 from rich.console import Console
 from rich.table import Table
-from timing import lower_and_compile, machine_info, run_timed
 
 from b2mapo.config import resolve
 from b2mapo.envs.registry import make_env
 from b2mapo.exported import gc_paused
+from b2mapo.reproduce.timing import lower_and_compile, machine_info, run_timed
 from b2mapo.train import Trainer, compiler_options
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "compile_time.json"
@@ -91,10 +91,19 @@ def main() -> None:
     parser.add_argument("--env", default="smax:3m")
     parser.add_argument("--algos", nargs="+", default=["mappo", "b2mapo"])
     parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--num-envs", type=int, help="parallel envs (default: the config's)")
+    parser.add_argument("--rollout-len", type=int, help="steps per round (default: the config's)")
     parser.add_argument("--repeats", type=int, default=2, help="timed chunk calls (best kept)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
-    shared = {"env": args.env, "seeds": args.seeds, "total_steps": 10**9, "eval_every": 0}
+    sizes = {"num_envs": args.num_envs, "rollout_len": args.rollout_len}
+    shared = {
+        "env": args.env,
+        "seeds": args.seeds,
+        "total_steps": 10**9,
+        "eval_every": 0,
+        **{key: value for key, value in sizes.items() if value is not None},
+    }
     defaults = resolve(shared)
     rows = {
         "environment alone": environment_alone(args.env, defaults.num_envs, defaults.rollout_len)

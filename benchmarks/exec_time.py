@@ -68,12 +68,12 @@ import jax
 import jax.numpy as jnp
 from rich.console import Console
 from rich.table import Table
-from timing import Timed, compile_timed, interleaved, machine_info
 
 from b2mapo.config import TrainConfig, resolve
 from b2mapo.derived import DerivedPolicy
 from b2mapo.networks import Networks, Params
 from b2mapo.partition import random_k
+from b2mapo.reproduce.timing import Timed, compile_timed, interleaved, machine_info
 from b2mapo.train import Policies, Trainer
 from b2mapo.upper import UpperCarry, UpperLayer
 

@@ -30,10 +30,10 @@ import jax.numpy as jnp
 import numpy as np
 from rich.console import Console
 from rich.table import Table
-from timing import interleaved, machine_info
 
 from b2mapo.config import resolve
 from b2mapo.envs.host.pool import HostPool
+from b2mapo.reproduce.timing import interleaved, machine_info
 from b2mapo.train import Trainer
 
 

@@ -2,10 +2,11 @@
 gap between their rounds can be attributed (``docs/algorithms.md``).
 
 ``round_time.py`` times the real training chunk; this script splits a round into the pieces
-``Trainer`` composes it of and times each compiled on its own, on the same data, with the
-seeds vmapped as in the chunk: MAPPO's rollout and engine update; B2MAPO's rollout (π batch
-by batch on the generator's DAGs, π_ind following), π's engine update, the generator's PPO,
-the teacher pass (the updated π's logits over the rollout) and π_ind's update; and each
+its round (``trainer.round``) composes it of and times each compiled on its own, on the same
+data, with the seeds vmapped as in the chunk: MAPPO's rollout and engine update; B2MAPO's
+rollout (π batch by batch on the generator's DAGs, π_ind following), π's engine update, the
+generator's PPO, the teacher pass (the updated π's logits over the rollout) and π_ind's
+update; and each
 algorithm's whole round. Pieces compiled apart overlap less than inside one program, so
 their sum exceeds the round a little. Best of ``--repeats`` calls after a warm-up::
 
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,39 +29,37 @@ import jax
 import jax.numpy as jnp
 from rich.console import Console
 from rich.table import Table
-from timing import machine_info
 
-from b2mapo.config import resolve
+from b2mapo.config import TrainConfig, resolve
+from b2mapo.reproduce.timing import machine_info, run_timed
 from b2mapo.rollout import Distillation
-from b2mapo.train import Collected, RunnerState, Trainer
+from b2mapo.state import Collected, RunnerState
+from b2mapo.train import Trainer
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "round_pieces.json"
 
 
 def best_seconds(fn: Callable[..., Any], *args: Any, repeats: int) -> tuple[float, Any]:
-    """Best wall seconds of ``fn(*args)`` over ``repeats`` calls after one warm-up call."""
+    """Best wall seconds of ``fn(*args)`` over ``repeats`` calls after one warm-up call, and
+    the warm-up's outputs."""
     out = jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return min(times), out
+    return min(run_timed(lambda: fn(*args)) for _ in range(repeats)), out
 
 
-def over_seeds(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` compiled and mapped over the leading seed axis of every argument."""
-    return jax.jit(jax.vmap(fn))
+def over_seeds(trainer: Trainer, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` compiled and mapped over the leading seed axis of every argument, as the
+    trainer maps its chunk."""
+    return jax.jit(trainer.over_seeds(fn, (0,) * fn.__code__.co_argcount))
 
 
 def mappo_pieces(trainer: Trainer, state: RunnerState, repeats: int) -> dict[str, float]:
     """MAPPO's rollout, engine update and whole round."""
     seconds = {}
-    collect = over_seeds(lambda s: trainer.collect(s, s.key))
+    collect = over_seeds(trainer, lambda s: trainer.round.collect(s, s.key))
     seconds["rollout"], collected = best_seconds(collect, state, repeats=repeats)
-    update = over_seeds(lambda s, c: trainer.update_joint(s, c, s.key))
+    update = over_seeds(trainer, lambda s, c: trainer.round.update_joint(s, c, s.key))
     seconds["pi_update"], _ = best_seconds(update, state, collected, repeats=repeats)
-    round_fn = over_seeds(lambda s: trainer._round(s, None))
+    round_fn = over_seeds(trainer, lambda s: trainer._round(s, None))
     seconds["round"], _ = best_seconds(round_fn, state, repeats=repeats)
     return seconds
 
@@ -69,25 +67,27 @@ def mappo_pieces(trainer: Trainer, state: RunnerState, repeats: int) -> dict[str
 def b2mapo_pieces(trainer: Trainer, state: RunnerState, repeats: int) -> dict[str, float]:
     """B2MAPO's rollout, π's update, the generator's, the teacher pass, π_ind's, the round."""
     seconds = {}
-    collect = over_seeds(lambda s: trainer.collect(s, s.key))
+    collect = over_seeds(trainer, lambda s: trainer.round.collect(s, s.key))
     seconds["rollout"], collected = best_seconds(collect, state, repeats=repeats)
-    update = over_seeds(lambda s, c: trainer.update_joint(s, c, s.key))
+    update = over_seeds(trainer, lambda s, c: trainer.round.update_joint(s, c, s.key))
     seconds["pi_update"], (learner, _) = best_seconds(update, state, collected, repeats=repeats)
-    generator = over_seeds(lambda s, c: trainer.update_generator(s, c, s.key))
+    generator = over_seeds(trainer, lambda s, c: trainer.round.update_generator(s, c, s.key))
     seconds["generator_update"], _ = best_seconds(generator, state, collected, repeats=repeats)
-    teacher = over_seeds(lambda actor, c: trainer.teacher_logits(actor, c.trajectory))
+    teacher = over_seeds(
+        trainer, lambda actor, c: trainer.round.teacher_logits(actor, c.trajectory)
+    )
     seconds["teacher_pass"], logits = best_seconds(
         teacher, learner.params["actor"], collected, repeats=repeats
     )
 
     def derived_update(s: RunnerState, c: Collected, logits: jax.Array) -> Any:
         teacher = Distillation(logits, jnp.ones_like(c.trajectory.transitions.reward))
-        return trainer.update_derived(s, c, teacher, s.key)
+        return trainer.round.update_derived(s, c, teacher, s.key)
 
     seconds["ind_update"], _ = best_seconds(
-        over_seeds(derived_update), state, collected, logits, repeats=repeats
+        over_seeds(trainer, derived_update), state, collected, logits, repeats=repeats
     )
-    round_fn = over_seeds(lambda s: trainer._round(s, None))
+    round_fn = over_seeds(trainer, lambda s: trainer._round(s, None))
     seconds["round"], _ = best_seconds(round_fn, state, repeats=repeats)
     return seconds
 
@@ -106,12 +106,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="smax:3m")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--num-envs", type=int, default=TrainConfig.num_envs)
+    parser.add_argument("--rollout-len", type=int, default=TrainConfig.rollout_len)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
     figures: dict[str, dict[str, float]] = {}
     for algo, pieces in (("mappo", mappo_pieces), ("b2mapo", b2mapo_pieces)):
-        cfg = resolve({"env": args.env, "algo": algo, "seeds": args.seeds, "eval_every": 0})
+        cfg = resolve(
+            {
+                "env": args.env,
+                "algo": algo,
+                "seeds": args.seeds,
+                "num_envs": args.num_envs,
+                "rollout_len": args.rollout_len,
+                "eval_every": 0,
+            }
+        )
         trainer = Trainer(cfg)
         figures[algo] = pieces(trainer, trainer.init(), args.repeats)
     table = Table(

@@ -16,11 +16,12 @@ it reports
 * K: ``num_batches`` (the largest K of a round; max over the best call) and for B2MAPO
   ``dag_num_batches`` (mean K of the sampled DAGs).
 
-Every algorithm is built with ``Trainer(resolve({...}))``, initialised, AOT-compiled
-(``trainer.chunk.lower(state).compile()``; compile seconds reported, not timed) and warmed up
-by one chunk; then all are timed round-robin ``--repeats`` times and the best call of each is
-kept, so that a burst of outside load hits all algorithms alike. Each algorithm's state is
-carried from call to call, so timed chunks start mid-training (mid-episode, trained params).
+Every algorithm's chunk is built, AOT-compiled (compile seconds reported, not timed) and
+warmed up by one call with ``b2mapo.reproduce.timing.chunk_timer``, the timer that
+``b2mapo reproduce`` times Table 1 with; then all are timed round-robin ``--repeats`` times
+and the best call of each is kept, so that a burst of outside load hits all algorithms
+alike. Each algorithm's state is carried from call to call, so timed chunks start
+mid-training (mid-episode, trained params).
 
 Targets (from the issue): on smax:8m_vs_9m, b2mapo-fixed's round <= 1.3 x MAPPO's, HAPPO's,
 A2PO's and B2MAPO's <= 2 x; on smax:27m_vs_30m, A2PO's <= 3 x. Only the verdicts for the
@@ -51,14 +52,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import jax
 import numpy as np
 from rich.console import Console
 from rich.table import Table
-from timing import Timed, compile_timed, interleaved, machine_info
 
 from b2mapo.config import resolve
-from b2mapo.train import Trainer
+from b2mapo.reproduce.timing import Timed, chunk_timer, interleaved, machine_info
 
 ALGOS = ("mappo", "happo", "a2po", "b2mapo-fixed", "b2mapo")
 DEFAULT_OUT = Path(__file__).parent / "results" / "round_time.json"
@@ -86,28 +85,15 @@ def parse_override(item: str) -> tuple[str, Any]:
 def prepare(cfg_values: dict[str, Any]) -> tuple[Timed, dict[str, Any], list[Any]]:
     """Build, compile and warm up one algorithm's chunk; a timer (which carries the state
     forward and keeps each call's metrics in the returned list) and a record."""
-    cfg = resolve({**cfg_values, "time_updates": True})  # the update_seconds metrics
-    trainer = Trainer(cfg)
-    state = jax.block_until_ready(trainer.init())
-    compiled, compile_s = compile_timed(trainer.chunk, state)
-    start = time.perf_counter()
-    holder: list[Any] = list(jax.block_until_ready(compiled(state)))  # [state, metrics]
-    warmup_s = time.perf_counter() - start
-    calls: list[Any] = []
-
-    def timer() -> Any:
-        holder[:] = compiled(holder[0])
-        calls.append(holder[1])
-        return holder
-
+    chunk = chunk_timer(resolve(cfg_values))
     record = {
-        "algo": cfg.algo,
-        "config": cfg.to_dict(),
-        "num_agents": trainer.env.spec.num_agents,
-        "compile_s": compile_s,
-        "warmup_s": warmup_s,
+        "algo": chunk.trainer.cfg.algo,
+        "config": chunk.trainer.cfg.to_dict(),
+        "num_agents": chunk.trainer.env.spec.num_agents,
+        "compile_s": chunk.compile_s,
+        "warmup_s": chunk.warmup_s,
     }
-    return timer, record, calls
+    return chunk.timer, record, chunk.calls
 
 
 def summarise(record: dict[str, Any], times: list[float], calls: list[Any]) -> None:

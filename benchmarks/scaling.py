@@ -1,9 +1,10 @@
 """Scaling benchmark: env steps per second of the real training chunk on 1, 2, ... devices.
 
-For each device count a fresh process builds ``Trainer(resolve({... "devices": d}))`` (seeds
-over as many devices as divide them, each seed's environments over the rest: the layout
-``b2mapo train --devices d`` uses), AOT-compiles ``trainer.chunk`` (seed ``vmap`` included),
-warms it up with one call and keeps the best of ``--repeats`` timed calls. The same total
+For each device count a fresh process builds the chunk of ``resolve({... "devices": d})``
+(seeds over as many devices as divide them, each seed's environments over the rest: the
+layout ``b2mapo train --devices d`` uses) with ``b2mapo.reproduce.timing.chunk_timer``
+(AOT-compiled, seed ``vmap`` included, warmed up by one call) and keeps the best of
+``--repeats`` timed calls. The same total
 batch (``--seeds`` x ``--num-envs``) is trained on every device count, so the rows compare
 the same program spread differently.
 
@@ -32,29 +33,20 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from b2mapo.config import TrainConfig
+
 DEFAULT_OUT = Path(__file__).parent / "results" / "scaling.json"
 
 # Runs in the child process: one device count, one algorithm.
 CHILD = """
-import json, sys, time
-sys.path.insert(0, sys.argv[2])
-import jax
-from timing import compile_timed, interleaved, machine_info
+import json, sys
 from b2mapo.config import resolve
-from b2mapo.train import Trainer
+from b2mapo.reproduce.timing import chunk_timer, interleaved, machine_info
 
 settings = json.loads(sys.argv[1])
-trainer = Trainer(resolve(settings["config"]))
-holder = [trainer.init()]
-compiled, compile_s = compile_timed(trainer.chunk, holder[0])
-holder[0], _ = jax.block_until_ready(compiled(holder[0]))  # warm-up
-
-def call():
-    holder[0], metrics = compiled(holder[0])
-    return metrics
-
-best = min(interleaved({"chunk": call}, settings["repeats"])["chunk"])
-cfg = trainer.cfg
+chunk = chunk_timer(resolve(settings["config"]))
+best = min(interleaved({"chunk": chunk.timer}, settings["repeats"])["chunk"])
+trainer, cfg, compile_s = chunk.trainer, chunk.trainer.cfg, chunk.compile_s
 steps = cfg.seeds * cfg.num_envs * cfg.rollout_len * cfg.updates_per_chunk
 print(json.dumps({
     "layout": trainer.layout.describe(),
@@ -75,7 +67,7 @@ def run_one(config: dict[str, Any], devices: int, repeats: int, force_cpu: bool)
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     settings = {"config": {**config, "devices": devices}, "repeats": repeats}
     result = subprocess.run(
-        [sys.executable, "-c", CHILD, json.dumps(settings), str(Path(__file__).parent)],
+        [sys.executable, "-c", CHILD, json.dumps(settings)],
         env=env,
         capture_output=True,
         text=True,
@@ -93,6 +85,7 @@ def main() -> None:
     parser.add_argument("--devices", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--num-envs", type=int, default=64)
+    parser.add_argument("--rollout-len", type=int, default=TrainConfig.rollout_len)
     parser.add_argument("--updates-per-chunk", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
@@ -112,6 +105,7 @@ def main() -> None:
             "algo": algo,
             "seeds": args.seeds,
             "num_envs": args.num_envs,
+            "rollout_len": args.rollout_len,
             "updates_per_chunk": args.updates_per_chunk,
         }
         for devices in args.devices:

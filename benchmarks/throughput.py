@@ -48,12 +48,12 @@ import jax.numpy as jnp
 import numpy as np
 from rich.console import Console
 from rich.table import Table
-from timing import Timed, compile_timed, interleaved, machine_info
 
 from b2mapo.config import TrainConfig, resolve
 from b2mapo.engine import LearnerState, batch_sequential_update
 from b2mapo.envs import Env, EnvSpec, TimeStep
 from b2mapo.networks import Networks
+from b2mapo.reproduce.timing import Timed, compile_timed, interleaved, machine_info
 from b2mapo.rollout import Trajectory, rollout
 from b2mapo.train import RunnerState, Trainer
 

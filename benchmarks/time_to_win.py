@@ -40,10 +40,10 @@ import jax
 import numpy as np
 from rich.console import Console
 from rich.table import Table
-from timing import machine_info
 
 from b2mapo.checkpoint import atomic_write
 from b2mapo.config import resolve
+from b2mapo.reproduce.timing import machine_info
 from b2mapo.runner import EVAL_SEED_OFFSET
 from b2mapo.train import Trainer
 

@@ -1,6 +1,7 @@
 """The paper's two time tables, measured in one process per map so that the algorithms
 share the machine's state: training time per round (Table 1) and execution time per
-decision of the policy that executes (Table 2; π_ind for B2MAPO)."""
+decision of the policy that executes (Table 2; π_ind for B2MAPO). The benchmarks in
+``benchmarks/`` time with these helpers too, so that every figure is measured one way."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jaxlib
@@ -59,35 +60,65 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def _chunk_timer(cfg: TrainConfig) -> tuple[Timed, list[Any]]:
-    """A compiled, warmed-up training chunk of ``cfg`` (update phase timed by its metrics)
-    that carries its state from call to call; the list holds each call's metrics."""
+class ChunkTimer(NamedTuple):
+    """A compiled, warmed-up training chunk whose ``timer`` carries the state from call to
+    call; ``calls`` holds each timed call's metrics."""
+
+    timer: Timed
+    calls: list[Any]
+    trainer: Trainer
+    compile_s: float
+    warmup_s: float
+
+
+def lower_and_compile(jitted: Any, *args: Any) -> tuple[Any, float, float]:
+    """AOT-compile ``jitted`` for ``args``; the compiled callable and the seconds its
+    lowering (tracing included) and its XLA compile took."""
+    start = time.perf_counter()
+    lowered = jitted.lower(*args)
+    lowered_at = time.perf_counter()
+    compiled = lowered.compile()
+    return compiled, lowered_at - start, time.perf_counter() - lowered_at
+
+
+def compile_timed(jitted: Any, *args: Any) -> tuple[Any, float]:
+    """AOT-compile ``jitted`` for ``args``; the compiled callable and the seconds taken."""
+    compiled, lower_s, compile_s = lower_and_compile(jitted, *args)
+    return compiled, lower_s + compile_s
+
+
+def chunk_timer(cfg: TrainConfig) -> ChunkTimer:
+    """``cfg``'s training chunk (its update phase timed by the ``update_seconds`` metrics),
+    compiled and warmed up by one call."""
     trainer = Trainer(dataclasses.replace(cfg, time_updates=True))
-    state = trainer.init()
-    chunk = trainer.chunk.lower(state).compile()
-    holder = list(jax.block_until_ready(chunk(state)))
+    state = jax.block_until_ready(trainer.init())
+    chunk, compile_s = compile_timed(trainer.chunk, state)
+    holder: list[Any] = [state, None]  # [state, metrics] of the latest call
     calls: list[Any] = []
 
-    def timer() -> Any:
+    def advance() -> Any:
         holder[:] = chunk(holder[0])
-        calls.append(holder[1])
         return holder
 
-    return timer, calls
+    warmup_s = run_timed(advance)
+
+    def timer() -> Any:
+        calls.append(advance()[1])
+        return holder
+
+    return ChunkTimer(timer, calls, trainer, compile_s, warmup_s)
 
 
 def round_times(configs: dict[str, TrainConfig], repeats: int = 3) -> dict[str, dict[str, float]]:
     """Per algorithm: seconds per training round (best chunk over ``repeats`` interleaved
     calls, divided by its rounds) and its update phase (the ``update_seconds`` metric of
     that call), with every seed of the run's ``vmap``."""
-    timers, calls = {}, {}
-    for algo, cfg in configs.items():
-        timers[algo], calls[algo] = _chunk_timer(cfg)
-    times = interleaved(timers, repeats)
+    chunks = {algo: chunk_timer(cfg) for algo, cfg in configs.items()}
+    times = interleaved({algo: chunk.timer for algo, chunk in chunks.items()}, repeats)
     results = {}
     for algo, cfg in configs.items():
         best = int(np.argmin(times[algo]))
-        update = np.asarray(calls[algo][best]["update_seconds"]).mean()
+        update = np.asarray(chunks[algo].calls[best]["update_seconds"]).mean()
         results[algo] = {
             "round_s": times[algo][best] / cfg.updates_per_chunk,
             "update_s": float(update),
