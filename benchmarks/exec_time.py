@@ -15,15 +15,16 @@ hidden size:
 
 * ``MAPPO actor``: ``networks.policy_step`` of ``Trainer(resolve({"algo": "mappo", ...}))``
   with a single-batch partition;
-* ``π_ind``: ``trainer.derived.act`` of a ``b2mapo`` config (its default derived policy);
+* ``π_ind``: ``trainer.round.execute`` of a ``b2mapo`` config (its default derived policy,
+  as ``b2mapo.load_policy`` executes it);
 * ``π K=k``: ``networks.policy_step`` of the same ``b2mapo`` config's networks, on a
   ``random_k`` partition into k batches, for k in 1, 2, 4, n (k <= n, no duplicates): one
   compiled program for every k, since K is data (``batch_index``), not a shape;
-* ``DAG generator`` (reference): ``trainer.upper.act``, which samples π's batches when π
+* ``DAG generator`` (reference): ``trainer.round.upper.act``, which samples π's batches when π
   executes on learned DAGs. It runs once every ``dag_period`` steps, so π's per-step cost on
   learned DAGs is π's at the DAG's K plus this row's divided by ``dag_period``.
 
-Parameters are each trainer's fresh initial ones (``Trainer.policies(trainer.init())``, seed
+Parameters are each trainer's fresh initial ones (``trainer.policies(trainer.init())``, seed
 0): a call's cost does not depend on their values. Observations and masks come from env
 resets; actions are sampled (with ``--greedy``, the most likely ones). A2PO is not timed:
 its actor is unconditioned (``condition_on_actions=False`` in the ``a2po`` preset), so at
@@ -61,6 +62,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -70,12 +72,12 @@ from rich.console import Console
 from rich.table import Table
 
 from b2mapo.config import TrainConfig, resolve
-from b2mapo.derived import DerivedPolicy
 from b2mapo.networks import Networks, Params
 from b2mapo.partition import random_k
 from b2mapo.reproduce.timing import Timed, compile_timed, interleaved, machine_info
-from b2mapo.train import Policies, Trainer
-from b2mapo.upper import UpperCarry, UpperLayer
+from b2mapo.state import Policies
+from b2mapo.train import Trainer
+from b2mapo.upper.generator import UpperCarry, UpperLayer
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "exec_time.json"
 TARGET_IND = 1.1  # the issue's budget: π_ind's per-decision latency within 1.1x of MAPPO's
@@ -105,25 +107,6 @@ def actor_decision(networks: Networks, greedy: bool) -> Decision:
             params, carry, obs, first, avail, batch_index, key, greedy
         )
         return carry, actions
-
-    return decide
-
-
-def derived_decision(derived: DerivedPolicy, greedy: bool) -> Decision:
-    """One step of π_ind for all agents: (new carry, actions). It takes the actor's
-    arguments, ``batch_index`` included, and ignores that: π_ind acts on histories alone."""
-
-    def decide(
-        params: Params,
-        carry: jax.Array,
-        obs: jax.Array,
-        first: jax.Array,
-        avail: jax.Array,
-        batch_index: jax.Array,
-        key: jax.Array,
-    ) -> tuple[jax.Array, jax.Array]:
-        del batch_index
-        return derived.act(params, carry, obs, first, avail, key, greedy)
 
     return decide
 
@@ -162,7 +145,7 @@ def make_inputs(b2mapo: Trainer, num_envs: int, key: jax.Array) -> Inputs:
         ts.avail,
         jnp.zeros((num_envs,), bool),
         b2mapo.networks.initial_carry((num_envs,)),
-        b2mapo.upper.initial_carry(num_envs),
+        b2mapo.round.upper.initial_carry(num_envs),
         action_key,
     )
     return jax.block_until_ready(inputs)
@@ -194,7 +177,7 @@ def joint_batch_counts(num_agents: int) -> list[int]:
 
 def initial_policies(trainer: Trainer) -> Policies:
     """The acting parameters of seed 0 of a fresh runner state."""
-    return Trainer.policies(jax.tree.map(lambda x: x[0], trainer.init()))
+    return trainer.policies(jax.tree.map(lambda x: x[0], trainer.init()))
 
 
 def build_rows(mappo: Trainer, b2mapo: Trainer, key: jax.Array, greedy: bool) -> list[Row]:
@@ -220,7 +203,7 @@ def build_rows(mappo: Trainer, b2mapo: Trainer, key: jax.Array, greedy: bool) ->
             "π_ind",
             "pi_ind",
             1,
-            derived_decision(b2mapo.derived, greedy),
+            partial(b2mapo.round.execute, greedy=greedy),
             actor_args(derived_params, single),
         ),
     ]
@@ -235,7 +218,7 @@ def build_rows(mappo: Trainer, b2mapo: Trainer, key: jax.Array, greedy: bool) ->
             "DAG generator",
             "generator",
             None,
-            generator_decision(b2mapo.upper, greedy),
+            generator_decision(b2mapo.round.upper, greedy),
             lambda x: (upper_params, x.upper_carry, x.obs, x.state, x.key),
         )
     )

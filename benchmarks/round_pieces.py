@@ -6,9 +6,8 @@ its round (``trainer.round``) composes it of and times each compiled on its own,
 data, with the seeds vmapped as in the chunk: MAPPO's rollout and engine update; B2MAPO's
 rollout (π batch by batch on the generator's DAGs, π_ind following), π's engine update, the
 generator's PPO, the teacher pass (the updated π's logits over the rollout) and π_ind's
-update; and each
-algorithm's whole round. Pieces compiled apart overlap less than inside one program, so
-their sum exceeds the round a little. Best of ``--repeats`` calls after a warm-up::
+update; and each algorithm's whole round. Pieces compiled apart overlap less than inside one
+program, so their sum exceeds the round a little. Best of ``--repeats`` calls after a warm-up::
 
     .venv/bin/python benchmarks/round_pieces.py                   # smax:3m, 3 seeds
     .venv/bin/python benchmarks/round_pieces.py --env smax:8m_vs_9m --seeds 2

@@ -9,7 +9,7 @@ are comparable even on a noisy shared machine), it measures
    (``resolve({"env": map, "num_envs": N})``) in steady state, plus the chunk's compile time
    (``trainer.chunk.lower(state).compile()``), reported separately;
 3. **rollout/update split** of one round: ``rollout(...)`` and ``batch_sequential_update(...)`` each
-   jitted and compiled on their own (exactly the calls of ``Trainer._round``, one seed), their
+   jitted and compiled on their own (exactly the calls of ``FixedRound.collect`` and ``update_joint``, one seed), their
    shares of the sum, and training-steps/s divided by raw-env-steps/s;
 4. **achieved FLOP/s of the update**: analytic FLOPs of one MAPPO update round (see
    :func:`update_flops`) divided by its time, against a large dense float32 matmul timed in
@@ -55,7 +55,8 @@ from b2mapo.envs import Env, EnvSpec, TimeStep
 from b2mapo.networks import Networks
 from b2mapo.reproduce.timing import Timed, compile_timed, interleaved, machine_info
 from b2mapo.rollout import Trajectory, rollout
-from b2mapo.train import RunnerState, Trainer
+from b2mapo.state import RunnerState
+from b2mapo.train import Trainer
 
 DEFAULT_MAPS = ("smax:3m", "smax:2s3z", "smax:5m_vs_6m", "mpe:simple_spread")
 DEFAULT_OUT = Path(__file__).parent / "results" / "throughput.json"
@@ -207,13 +208,14 @@ def update_flops(spec: EnvSpec, cfg: TrainConfig) -> dict[str, float]:
 def bench_map(
     name: str,
     num_envs: int,
+    rollout_len: int,
     raw_steps: int,
     rounds: int,
     matmul_args: tuple[jax.Array, jax.Array],
     console: Console,
 ) -> dict[str, Any]:
     """All measurements of one map; returns a JSON-able record."""
-    cfg = resolve({"env": name, "num_envs": num_envs})
+    cfg = resolve({"env": name, "num_envs": num_envs, "rollout_len": rollout_len})
     trainer = Trainer(cfg)
     env, networks, spec = trainer.env, trainer.networks, trainer.env.spec
     key = jax.random.PRNGKey(0)
@@ -228,10 +230,10 @@ def bench_map(
     state: RunnerState = trainer.init()
     chunk, chunk_compile = compile_timed(trainer.chunk, state)
 
-    # 3. Rollout and update of one round, one seed, exactly as ``Trainer._round`` calls them.
+    # 3. Rollout and update of one round, one seed, as ``FixedRound.collect`` and ``update_joint`` make them.
     one: RunnerState = jax.tree.map(lambda x: x[0], state)
 
-    partition = trainer.partitioner.partition(key, jnp.zeros((spec.num_agents,)))
+    partition = trainer.round.partitioner.partition(key, jnp.zeros((spec.num_agents,)))
 
     def rollout_one(params: Any, loop: Any, key: jax.Array) -> Any:
         return rollout(env, networks, params, loop, key, cfg.rollout_len, partition)
@@ -239,7 +241,9 @@ def bench_map(
     def update_one(
         learner: LearnerState, trajectory: Trajectory, key: jax.Array
     ) -> tuple[LearnerState, dict[str, jax.Array]]:
-        return batch_sequential_update(learner, trajectory, key, networks, trainer.partitioner, cfg)
+        return batch_sequential_update(
+            learner, trajectory, key, networks, trainer.round.partitioner, cfg
+        )
 
     rollout_c, rollout_compile = compile_timed(
         jax.jit(rollout_one), one.learner.params, one.loop, key
@@ -419,6 +423,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--maps", nargs="+", default=list(DEFAULT_MAPS), help="env names")
     parser.add_argument("--num-envs", type=int, default=64, help="parallel envs, every map")
+    parser.add_argument(
+        "--rollout-len", type=int, default=TrainConfig.rollout_len, help="steps per round"
+    )
     parser.add_argument("--raw-steps", type=int, default=128, help="steps per raw-env call")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
     parser.add_argument("--matmul-size", type=int, default=2048, help="square matmul size")
@@ -448,7 +455,15 @@ def main(argv: list[str] | None = None) -> None:
     records = []
     for name in args.maps:
         records.append(
-            bench_map(name, args.num_envs, args.raw_steps, args.rounds, matmul_args, console)
+            bench_map(
+                name,
+                args.num_envs,
+                args.rollout_len,
+                args.raw_steps,
+                args.rounds,
+                matmul_args,
+                console,
+            )
         )
 
     total = time.perf_counter() - start
@@ -472,6 +487,7 @@ def main(argv: list[str] | None = None) -> None:
         "settings": {
             "maps": args.maps,
             "num_envs": args.num_envs,
+            "rollout_len": args.rollout_len,
             "raw_steps": args.raw_steps,
             "rounds": args.rounds,
             "matmul_size": size,

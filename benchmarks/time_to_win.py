@@ -2,9 +2,10 @@
 
 Each algorithm trains ``--seeds`` seeds side by side in one compiled program (the seed
 ``vmap`` users run with ``--seeds``), from a cold start, compile included. After every chunk
-(or every ``--eval-every-chunks`` chunks) every seed's executing policy is evaluated greedily
-on ``--eval-episodes`` episodes (for B2MAPO π_ind, and π acting batch by batch on greedy DAGs
-beside it). For each seed the env steps and the wall time at which its win rate first
+(or every ``--eval-every-chunks`` chunks) every seed's executing policy is evaluated as the
+runner evaluates it (``b2mapo.evaluation.evaluate``: greedy and sampled, ``--eval-episodes``
+episodes; for B2MAPO π_ind, and π acting batch by batch on DAGs beside it); the greedy win
+rate decides. For each seed the env steps and the wall time at which its win rate first
 reaches ``--target`` are recorded; an algorithm stops when all its seeds have reached it (or
 at ``--max-steps``; ``--full`` always trains to ``--max-steps``, for final win rates).
 Algorithms run one after another, so their wall times are comparable (same machine, same
@@ -43,8 +44,8 @@ from rich.table import Table
 
 from b2mapo.checkpoint import atomic_write
 from b2mapo.config import resolve
-from b2mapo.reproduce.timing import machine_info
-from b2mapo.runner import EVAL_SEED_OFFSET
+from b2mapo.evaluation import evaluate
+from b2mapo.reproduce.timing import compile_timed, machine_info
 from b2mapo.train import Trainer
 
 DIAGNOSTICS = (
@@ -78,6 +79,11 @@ def parse_algo(text: str) -> tuple[str, dict[str, Any]]:
 def race(name: str, overrides: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """Train one algorithm's seeds until all reach the target (or the budget ends)."""
     wall0 = time.perf_counter()
+    sizes = {
+        "num_envs": args.num_envs,
+        "rollout_len": args.rollout_len,
+        "updates_per_chunk": args.updates_per_chunk,
+    }
     cfg = resolve(
         {
             "env": args.env,
@@ -86,12 +92,13 @@ def race(name: str, overrides: dict[str, Any], args: argparse.Namespace) -> dict
             "total_steps": args.max_steps,
             "eval_every": 0,
             "eval_episodes": args.eval_episodes,
+            **{k: v for k, v in sizes.items() if v is not None},
             **overrides,
         }
     )
     trainer = Trainer(cfg)
     state = trainer.init()
-    chunk = trainer.chunk.lower(state).compile()
+    chunk, _ = compile_timed(trainer.chunk, state)
     compile_s = time.perf_counter() - wall0
     reached: list[dict[str, float] | None] = [None] * cfg.seeds
     joint_reached: list[int | None] = [None] * cfg.seeds  # B2MAPO's π: env steps only
@@ -105,16 +112,13 @@ def race(name: str, overrides: dict[str, Any], args: argparse.Namespace) -> dict
         train_s += time.perf_counter() - tic
         if chunk_index % args.eval_every_chunks and chunk_index < num_chunks:
             continue
-        update = int(np.asarray(state.update).max())
-        keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(
-            trainer.seed_keys(EVAL_SEED_OFFSET), update
-        )
-        results = trainer.evaluate(trainer.policies(state), keys, np.bool_(True), True)
+        greedy, sampled = evaluate(trainer, state)
         wall = time.perf_counter() - wall0
-        steps = update * cfg.steps_per_update
+        steps = int(np.asarray(state.update).max()) * cfg.steps_per_update
         point = {"env_steps": steps, "wall_s": wall, "train_s": train_s}
-        for prefix, result in results.items():
-            point[f"{prefix}win_rate"] = np.asarray(result.won).mean(axis=1).tolist()
+        for key in (k for k in greedy if k.endswith("win_rate")):
+            point[key] = greedy[key].tolist()
+            point[f"sampled_{key}"] = sampled[key].tolist()
         evals.append(point)
         diagnostics.append(
             {k: float(np.asarray(v).mean()) for k, v in metrics.items() if k in DIAGNOSTICS}
@@ -184,6 +188,9 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=0.8)
     parser.add_argument("--max-steps", type=int, default=1_500_000)
     parser.add_argument("--eval-episodes", type=int, default=128)
+    parser.add_argument("--num-envs", type=int, help="parallel envs (default: the preset's)")
+    parser.add_argument("--rollout-len", type=int, help="steps per round (default: the preset's)")
+    parser.add_argument("--updates-per-chunk", type=int, help="rounds per chunk (the preset's)")
     parser.add_argument(
         "--eval-every-chunks",
         type=int,
