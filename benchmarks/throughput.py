@@ -8,9 +8,10 @@ are comparable even on a noisy shared machine), it measures
 2. **training env steps/s**: the compiled training chunk of the default MAPPO config
    (``resolve({"env": map, "num_envs": N})``) in steady state, plus the chunk's compile time
    (``trainer.chunk.lower(state).compile()``), reported separately;
-3. **rollout/update split** of one round: ``rollout(...)`` and ``batch_sequential_update(...)`` each
-   jitted and compiled on their own (exactly the calls of ``FixedRound.collect`` and ``update_joint``, one seed), their
-   shares of the sum, and training-steps/s divided by raw-env-steps/s;
+3. **rollout/update split** of one round: ``rollout(...)`` and ``batch_sequential_update(...)``
+   each jitted and compiled on their own (the calls of ``FixedRound.collect`` and
+   ``update_joint``, one seed), their shares of the sum, and training-steps/s divided by
+   raw-env-steps/s;
 4. **achieved FLOP/s of the update**: analytic FLOPs of one MAPPO update round (see
    :func:`update_flops`) divided by its time, against a large dense float32 matmul timed in
    the same run (the machine's practical ceiling). XLA's ``cost_analysis()`` cross-checks the
@@ -230,7 +231,7 @@ def bench_map(
     state: RunnerState = trainer.init()
     chunk, chunk_compile = compile_timed(trainer.chunk, state)
 
-    # 3. Rollout and update of one round, one seed, as ``FixedRound.collect`` and ``update_joint`` make them.
+    # 3. Rollout and update of one round, one seed, as the round's collect and update make them.
     one: RunnerState = jax.tree.map(lambda x: x[0], state)
 
     partition = trainer.round.partitioner.partition(key, jnp.zeros((spec.num_agents,)))
