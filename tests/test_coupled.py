@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from b2mapo import checkpoint, plots
+from b2mapo import plots, rundir
 from b2mapo.dag import edges, layering
 from b2mapo.envs import make_env
 from b2mapo.envs.coupled import CoupledPairs
@@ -248,7 +248,7 @@ def test_learned_dependencies_of_a_tiny_run(b2mapo_run: Path) -> None:
 def test_recovery_over_training(b2mapo_run: Path) -> None:
     """One row per kept checkpoint, each the score of that checkpoint's learned pairs; a run
     of an environment without a planted graph needs ``truth``."""
-    saved = [update for update, _ in checkpoint.checkpoints(b2mapo_run)]
+    saved = [update for update, _ in rundir.checkpoints(b2mapo_run)]
     assert saved == [2, 4]
     rows = recovery.recovery_over_training(b2mapo_run, states=4)
     assert [row["update"] for row in rows] == saved

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from b2mapo import checkpoint, plots
+from b2mapo import checkpoint, plots, rundir
 from b2mapo.cli import main
 from b2mapo.config import ConfigError
 from b2mapo.dag import DagAction, candidate_pairs, edges, layering
@@ -109,8 +109,7 @@ def test_training_figure(b2mapo_run: Path) -> None:
     written = plots.plot_training(b2mapo_run)
     assert written == b2mapo_run / "training.png"
     assert_png(written)
-    lines = (b2mapo_run / "metrics.jsonl").read_text().splitlines()
-    records = [r for r in map(json.loads, lines) if r["kind"] == "train"]
+    records = [r for r in rundir.read_metrics(b2mapo_run) if r["kind"] == "train"]
     k = plots.curve(records, "dag_num_batches")
     assert k is not None
     np.testing.assert_allclose(k.mean, [r["dag_num_batches"] for r in records])
@@ -204,11 +203,8 @@ def test_dag_history_is_drawn_as_a_strip_and_a_gif(b2mapo_run: Path, tmp_path: P
     and the GIF has one frame per record."""
     from PIL import Image
 
-    from b2mapo.dag_history import read_history
-
-    records = read_history(b2mapo_run)
-    lines = (b2mapo_run / "metrics.jsonl").read_text().splitlines()
-    evaluations = {json.loads(line)["update"] for line in lines if '"kind": "eval"' in line}
+    records = rundir.read_history(b2mapo_run)
+    evaluations = {r["update"] for r in rundir.read_metrics(b2mapo_run) if r["kind"] == "eval"}
     assert [r["update"] for r in records] == sorted(evaluations)
     n = len(records[0]["batch_index"])
     for record in records:
@@ -226,21 +222,17 @@ def test_a_run_without_dag_history_is_refused(b2mapo_run: Path, tmp_path: Path) 
     """``plot --history`` on a run that recorded no DAGs says so, naming the directory."""
     run = tmp_path / "copy"
     shutil.copytree(b2mapo_run, run)
-    (run / "dag_history.jsonl").unlink()
+    (run / rundir.HISTORY_FILE).unlink()
     with pytest.raises(ConfigError, match="no DAG history"):
         plots.plot_dag_history(run)
 
 
 def test_resumed_dag_history_drops_records_past_the_checkpoint(tmp_path: Path) -> None:
     """Records written after the checkpoint a run resumes from are dropped, as metrics are."""
-    from b2mapo.dag_history import HISTORY_FILE, DagRecorder, read_history
-
-    path = tmp_path / HISTORY_FILE
+    path = tmp_path / rundir.HISTORY_FILE
     path.write_text("".join(json.dumps({"update": u}) + "\n" for u in (2, 4, 6)))
-    recorder = DagRecorder.__new__(DagRecorder)  # no trainer needed to prune the file
-    recorder.path = path
-    recorder.keep_until(4)
-    assert [r["update"] for r in read_history(tmp_path)] == [2, 4]
+    rundir.keep_until(path, 4)
+    assert [r["update"] for r in rundir.read_history(tmp_path)] == [2, 4]
 
 
 def test_replay_draws_smax_episodes_only(b2mapo_run: Path) -> None:

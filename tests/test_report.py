@@ -17,6 +17,7 @@ from b2mapo import checkpoint
 from b2mapo.config import resolve
 from b2mapo.errors import ConfigError
 from b2mapo.reproduce import report
+from b2mapo.rundir import METRICS_FILE, SUMMARY_FILE
 
 STEPS = 4096  # env steps per update of the default config: 64 envs x 64 steps
 UPDATES = 5
@@ -72,7 +73,7 @@ def make_run(
             if learned:
                 record["greedy_joint_win_rate"] = (joint_finals or finals)[s] * u / UPDATES
             lines.append(record)
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    (run_dir / METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in lines))
     if summary:
         greedy: dict[str, list[float]] = {"win_rate": finals, "episode_return": [1.0] * seeds}
         if learned:
@@ -84,7 +85,7 @@ def make_run(
             "episodes_per_seed": 400,
             "train_seconds": 60.0,
         }
-        (run_dir / "summary.json").write_text(json.dumps(result))
+        (run_dir / SUMMARY_FILE).write_text(json.dumps(result))
     return run_dir
 
 
@@ -246,7 +247,7 @@ def test_runs_that_cannot_be_reported_are_refused(tmp_path: Path) -> None:
         report.load_runs([make_run(tmp_path, "good", [0.5]), empty])
     assert str(empty) in str(error.value)
     broken = make_run(tmp_path, "broken", [0.5])
-    with (broken / "metrics.jsonl").open("a") as f:
+    with (broken / METRICS_FILE).open("a") as f:
         f.write("{not json\n")
     with pytest.raises(ConfigError, match="is not JSON") as error:
         report.load_runs([broken])

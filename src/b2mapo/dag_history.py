@@ -4,19 +4,16 @@ appended to ``dag_history.jsonl``; ``b2mapo plot --history`` draws it as a strip
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from b2mapo.checkpoint import atomic_write
+from b2mapo import rundir
 from b2mapo.dag import DagAction, edges, layering
 from b2mapo.train import Policies, RunnerState, Trainer
 
-HISTORY_FILE = "dag_history.jsonl"
 # Key of the environment resets the DAG figures and the history are drawn at: figures of
 # different checkpoints and seeds of a run show the generator at the same states.
 PLOT_RESET_KEY = 7
@@ -77,18 +74,10 @@ class DagRecorder:
     run's ``dag_history.jsonl``: one record per evaluation."""
 
     def __init__(self, trainer: Trainer, run_dir: Path) -> None:
-        self.path = Path(run_dir) / HISTORY_FILE
+        self.path = Path(run_dir) / rundir.HISTORY_FILE
         self._steps_per_update = trainer.cfg.steps_per_update
         key = jax.random.PRNGKey(PLOT_RESET_KEY)
         self._probe = jax.jit(lambda policies: generator_at(trainer, policies, key, 0, True))
-
-    def keep_until(self, update: int) -> None:
-        """Drop records past ``update`` (written after the checkpoint a run resumes from)."""
-        if not self.path.exists():
-            return
-        lines = [line for line in self.path.read_text().splitlines() if line.strip()]
-        kept = [line for line in lines if json.loads(line)["update"] <= update]
-        atomic_write(self.path, "".join(line + "\n" for line in kept).encode())
 
     def record(self, policies: Policies, update: int) -> None:
         """Append the DAG of ``policies`` (one seed's) after ``update`` updates."""
@@ -102,17 +91,7 @@ class DagRecorder:
             "adjacency": np.asarray(adjacency).astype(int).tolist(),
             "batch_index": np.asarray(layering(adjacency)).tolist(),
         }
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-
-
-def read_history(run_dir: Path) -> list[dict[str, Any]]:
-    """A run's DAG records in update order (empty if it has none)."""
-    path = Path(run_dir) / HISTORY_FILE
-    if not path.is_file():
-        return []
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    return sorted((json.loads(line) for line in lines), key=lambda r: r["update"])
+        rundir.append_records(self.path, [record])
 
 
 def first_seed(state: RunnerState) -> Policies:

@@ -23,8 +23,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from b2mapo.checkpoint import atomic_write
 from b2mapo.envs.registry import BUILT_IN
+from b2mapo.rundir import atomic_write
 from b2mapo.train import RunnerState, Trainer, compiler_options
 
 EXPORT_DIR = "b2mapo-exported"

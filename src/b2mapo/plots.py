@@ -11,7 +11,6 @@ as the mean over seeds with a min-max band. Both write PNGs through matplotlib's
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -26,12 +25,11 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import EngFormatter
 
-from b2mapo import checkpoint
+from b2mapo import checkpoint, rundir
 from b2mapo.config import ConfigError, TrainConfig
 from b2mapo.dag import DagAction, candidate_pairs, edges, layering
 from b2mapo.dag_history import PLOT_RESET_KEY, generator_at
 from b2mapo.policy import load_state
-from b2mapo.runner import METRICS_FILE
 from b2mapo.train import RunnerState, Trainer
 
 BATCH_COLOURS = matplotlib.colormaps["tab10"]
@@ -336,11 +334,10 @@ def _run_records(run_dir: Path, x: str) -> tuple[TrainConfig, dict[str, list[dic
     """A run's config and its train and eval records; ``ConfigError`` if it has no training
     records, or none with ``x``."""
     cfg = checkpoint.load_config(run_dir)
-    path = run_dir / METRICS_FILE
-    lines = path.read_text().splitlines() if path.is_file() else []
-    records = [json.loads(line) for line in lines if line.strip()]
+    records = rundir.read_metrics(run_dir)
     by_kind = {kind: [r for r in records if r["kind"] == kind] for kind in ("train", "eval")}
     if not by_kind["train"]:
+        path = run_dir / rundir.METRICS_FILE
         raise ConfigError(f"{run_dir} has no training metrics to plot (no records in {path})")
     if not any(x in r for r in by_kind["train"]):
         raise ConfigError(f"{run_dir}'s metrics have no {x} (written by an older b2mapo)")
@@ -456,11 +453,9 @@ def plot_dag_history(
     ``RUN_DIR/dag_history.png`` and ``.gif``. Returns both paths."""
     from PIL import Image
 
-    from b2mapo.dag_history import read_history
-
     run_dir = Path(run_dir)
     cfg = checkpoint.load_config(run_dir)
-    records = read_history(run_dir)
+    records = rundir.read_history(run_dir)
     if not records:
         raise ConfigError(
             f"{run_dir} has no DAG history (written at every evaluation of a B2MAPO run "

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from b2mapo import checkpoint
+from b2mapo import checkpoint, rundir
 from b2mapo.config import ConfigError, TrainConfig
 from b2mapo.envs.core import Env, EnvSpec
 from b2mapo.train import RunnerState, Trainer
@@ -108,7 +108,7 @@ def load_state(run_dir: Path, update: int | None = None) -> tuple[Trainer, int, 
     does not fit the run's config (another version of b2mapo, or an edited config.json).
     """
     cfg = checkpoint.load_config(run_dir)
-    saved = dict(checkpoint.checkpoints(run_dir))
+    saved = dict(rundir.checkpoints(run_dir))
     if not saved:
         raise ConfigError(f"{run_dir} has no checkpoint")
     if update is None:

@@ -24,7 +24,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from b2mapo import checkpoint, plots
+from b2mapo import plots, rundir
 from b2mapo.config import TrainConfig
 from b2mapo.dag import edges, layering
 from b2mapo.envs.registry import is_host
@@ -251,7 +251,7 @@ def recovery_over_training(
         run_dirs = [run_dirs]
     rows: list[dict[str, Any]] = []
     for run_dir in map(Path, run_dirs):
-        saved = checkpoint.checkpoints(run_dir)
+        saved = rundir.checkpoints(run_dir)
         if not saved:
             raise ConfigError(f"{run_dir} has no checkpoint")
         for update, _ in saved:

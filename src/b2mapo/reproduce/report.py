@@ -12,7 +12,6 @@ mean and probability of improvement with stratified-bootstrap confidence interva
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -24,14 +23,12 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
 
-from b2mapo import checkpoint
-from b2mapo.checkpoint import atomic_write
+from b2mapo import checkpoint, rundir
 from b2mapo.config import RESUMABLE_CHANGES, TrainConfig, diff
 from b2mapo.errors import ConfigError
 from b2mapo.plots import Curve, curve
-from b2mapo.runner import METRICS_FILE
+from b2mapo.rundir import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, atomic_write, write_json
 
-SUMMARY_FILE = "summary.json"
 RESULTS_FILE = "results.json"
 MARL_EVAL_FILE = "marl_eval.json"
 REPORT_FILE = "report.md"
@@ -152,30 +149,22 @@ def _config(run_dir: Path) -> TrainConfig:
     except ConfigError as error:
         if str(run_dir) in str(error):
             raise
-        raise ConfigError(f"{run_dir}: {checkpoint.CONFIG_FILE}: {error}") from None
+        raise ConfigError(f"{run_dir}: {CONFIG_FILE}: {error}") from None
     except (OSError, ValueError, TypeError) as error:
-        raise ConfigError(f"{run_dir}: {checkpoint.CONFIG_FILE} is unreadable ({error})") from None
+        raise ConfigError(f"{run_dir}: {CONFIG_FILE} is unreadable ({error})") from None
 
 
 def _metrics(run_dir: Path) -> list[dict[str, Any]]:
     """The records of ``metrics.jsonl`` in log order, their wall times made cumulative."""
-    path = run_dir / METRICS_FILE
-    if not path.is_file():
+    if not (run_dir / METRICS_FILE).is_file():
         raise ConfigError(f"{run_dir} has no {METRICS_FILE}: no evaluation records to report")
-    records = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            raise ConfigError(f"{run_dir}: line {number} of {METRICS_FILE} is not JSON") from None
-        if not isinstance(record, dict) or "seed" not in record or "wall_time" not in record:
+    records = rundir.read_metrics(run_dir)
+    for number, record in enumerate(records, start=1):
+        if "seed" not in record or "wall_time" not in record:
             raise ConfigError(
-                f"{run_dir}: line {number} of {METRICS_FILE} is no b2mapo record with a seed "
+                f"{run_dir}: record {number} of {METRICS_FILE} is no b2mapo record with a seed "
                 "and a wall_time (written by an older b2mapo?)"
             )
-        records.append(record)
     return _with_cumulative_wall_time(records)
 
 
@@ -245,11 +234,10 @@ def _num_batches(
 
 def _summary(run_dir: Path, cfg: TrainConfig) -> dict[str, Any] | None:
     """The final evaluation of ``summary.json``; None for an unfinished run."""
-    path = run_dir / SUMMARY_FILE
-    if not path.is_file():
-        return None
     try:
-        summary = json.loads(path.read_text())
+        summary = rundir.read_summary(run_dir)
+        if summary is None:
+            return None
         greedy, env_steps = summary["eval_greedy"], int(summary["env_steps"])
         wins = [float(v) for v in greedy["win_rate"]]
         joint = greedy.get("joint_win_rate")
@@ -647,11 +635,6 @@ def marl_eval_data(results: Sequence[RunResult]) -> dict[str, Any]:
     return data
 
 
-def _write_json(path: Path, data: Any) -> None:
-    """Write strict JSON (no NaN) atomically: readers never see half a file."""
-    atomic_write(path, json.dumps(data, indent=2, allow_nan=False).encode())
-
-
 # ---------------------------------------------------------------------------- markdown
 
 
@@ -882,8 +865,8 @@ def build_report(
     else:  # a figure left by an earlier report would contradict this one
         (out_dir / NUM_BATCHES_FILE).unlink(missing_ok=True)
     stats = aggregate_statistics(results, BOOTSTRAP_REPS, BOOTSTRAP_SEED)
-    _write_json(out_dir / RESULTS_FILE, results_data(results, stats))
-    _write_json(out_dir / MARL_EVAL_FILE, marl_eval_data(results))
+    write_json(out_dir / RESULTS_FILE, results_data(results, stats))
+    write_json(out_dir / MARL_EVAL_FILE, marl_eval_data(results))
     path = out_dir / REPORT_FILE
     atomic_write(path, report_markdown(results, stats, title, extra_markdown).encode())
     return path
