@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 
 from b2mapo.config import ConfigError
 from b2mapo.dag_history import PLOT_RESET_KEY
-from b2mapo.plots import batch_colour
+from b2mapo.dag_plots import batch_colour
 from b2mapo.policy import load_state
 from b2mapo.train import Policies, Trainer
 

@@ -197,7 +197,7 @@ def suite_time_tables(run_dirs: list[Path]) -> str:
 def pictures_markdown(out: Path, runs: list[tuple[MapSetting, str, TrainConfig]]) -> str:
     """Pictures of each map's B2MAPO run: its DAG over training (strip and GIF) and, on SMAX,
     one greedy episode of π acting batch by batch, allies coloured by batch."""
-    from b2mapo.plots import plot_dag_history
+    from b2mapo.dag_plots import plot_dag_history
     from b2mapo.replay import replay
 
     lines = []
