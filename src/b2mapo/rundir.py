@@ -1,8 +1,8 @@
 """The run directory: the name of every file ``b2mapo train`` writes there, and their readers
 and writers.
 
-The standard library only, so that views of a run (``b2mapo curves``, ``report``) read it
-without importing JAX. A run directory holds:
+It imports the standard library and ``b2mapo.errors`` only, so that views of a run
+(``b2mapo curves``, ``report``) read it without importing JAX. A run directory holds:
 
 - ``config.json``: the resolved config (``checkpoint.save_config`` / ``load_config`` turn it
   into a ``TrainConfig``);
