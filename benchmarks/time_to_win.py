@@ -42,10 +42,10 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from b2mapo.checkpoint import atomic_write
 from b2mapo.config import resolve
 from b2mapo.evaluation import evaluate
 from b2mapo.reproduce.timing import compile_timed, machine_info
+from b2mapo.rundir import write_json
 from b2mapo.train import Trainer
 
 DIAGNOSTICS = (
@@ -272,7 +272,7 @@ def write_results(args: argparse.Namespace, results: list[dict[str, Any]]) -> Pa
     """Write the arguments, the results so far and the machine to ``--out`` atomically."""
     out = Path(args.out)
     payload = {"args": vars(args), "results": results, "machine": machine_info()}
-    atomic_write(out, json.dumps(payload, indent=2).encode())
+    write_json(out, payload, allow_nan=True)
     return out
 
 

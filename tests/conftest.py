@@ -16,6 +16,7 @@ import jax
 import pytest
 
 from b2mapo.config import TrainConfig, resolve
+from b2mapo.rundir import finished
 from b2mapo.runner import train
 
 _SESSION_VARIABLE = "B2MAPO_TESTS_SESSION_DIR"
@@ -138,7 +139,7 @@ def b2mapo_run() -> Path:
     run_dir = SESSION_DIR / "b2mapo-run"
     with (SESSION_DIR / "b2mapo-run.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        if not (run_dir / "summary.json").exists():  # written last, atomically
+        if not finished(run_dir):
             shutil.rmtree(run_dir, ignore_errors=True)  # what a crashed worker left
             train(resolve({**TINY, **B2MAPO_RUN, "out": str(run_dir)}))
     return run_dir

@@ -3,14 +3,12 @@ alone and is pulled towards π by distillation, and the pieces fit into training
 
 from __future__ import annotations
 
-import json
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from b2mapo import runner
+from b2mapo import rundir, runner
 from b2mapo.config import ConfigError
 from b2mapo.losses import categorical_kl
 from b2mapo.rollout import Distillation, rollout
@@ -184,7 +182,7 @@ def test_b2mapo_run_logs_both_policies_and_eval_uses_pi_ind_only(b2mapo_run) -> 
     """Training logs K, the upper layer's losses and π_ind's (with its clipped fraction and
     KL to π); evaluation during training scores π_ind and π; ``b2mapo eval`` scores π_ind
     alone."""
-    records = [json.loads(line) for line in (b2mapo_run / "metrics.jsonl").read_text().splitlines()]
+    records = rundir.read_metrics(b2mapo_run)
     train_keys = set(records[0])
     assert {"dag_num_batches", "dag_policy_loss", "dag_value_loss", "ind_policy_loss"} <= train_keys
     assert 1.0 <= records[0]["dag_num_batches"] <= 3.0

@@ -12,6 +12,7 @@ import pytest
 
 from b2mapo.cli import main
 from b2mapo.config import ConfigError, resolve
+from b2mapo.rundir import SUMMARY_FILE
 
 SPREAD = "pettingzoo:mpe2.simple_spread_v3"
 
@@ -132,7 +133,7 @@ def test_a_rerun_compiles_from_the_cache(tmp_path: Path) -> None:
             timeout=300,
         )
         assert result.returncode == 0, result.stderr
-        summary = json.loads((tmp_path / run / "summary.json").read_text())
+        summary = json.loads((tmp_path / run / SUMMARY_FILE).read_text())
         seconds.append(summary["compile_seconds"])
     assert seconds[1] < 0.5 * seconds[0], seconds
 

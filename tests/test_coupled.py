@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from b2mapo import checkpoint, plots
+from b2mapo import dag_plots, rundir
 from b2mapo.envs import make_env
 from b2mapo.envs.coupled import CoupledPairs
 from b2mapo.errors import ConfigError
@@ -211,7 +211,7 @@ def test_bad_graphs_are_refused(kept: np.ndarray, truth: np.ndarray, message: st
 
 
 def test_learned_dependencies_of_a_tiny_run(b2mapo_run: Path) -> None:
-    """The vmapped probe agrees with ``plots.generator_at`` called state by state (a reset
+    """The vmapped probe agrees with ``dag_plots.generator_at`` called state by state (a reset
     with the probe's key, after ``s % 2`` periods of 4 steps), for the kept pairs and for the
     agents its batches separate; the thresholds select from the frequencies: everything off
     the diagonal below 0, nothing at 1."""
@@ -222,12 +222,12 @@ def test_learned_dependencies_of_a_tiny_run(b2mapo_run: Path) -> None:
     assert np.all(np.diag(frequency) == 0) and frequency.min() >= 0 and frequency.max() <= 1
     assert frequency.max() > 0, "no DAG kept a pair: the checks below test nothing"
 
-    trainer, _, state = plots.load_checkpoint(b2mapo_run)
+    trainer, _, state = dag_plots.load_checkpoint(b2mapo_run)
     policies = jax.tree.map(lambda x: x[0], trainer.policies(state))
     keys = jax.random.split(jax.random.PRNGKey(recovery.RECOVERY_KEY), states)
     kept, apart = [], []
     generator_at = jax.jit(
-        lambda p, k, periods: plots.generator_at(trainer.round, p, k, periods, True)[1],
+        lambda p, k, periods: dag_plots.generator_at(trainer.round, p, k, periods, True)[1],
         static_argnums=2,
     )
     for s in range(states):
@@ -248,7 +248,7 @@ def test_learned_dependencies_of_a_tiny_run(b2mapo_run: Path) -> None:
 def test_recovery_over_training(b2mapo_run: Path) -> None:
     """One row per kept checkpoint, each the score of that checkpoint's learned pairs; a run
     of an environment without a planted graph needs ``truth``."""
-    saved = [update for update, _ in checkpoint.checkpoints(b2mapo_run)]
+    saved = [update for update, _ in rundir.checkpoints(b2mapo_run)]
     assert saved == [2, 4]
     rows = recovery.recovery_over_training(b2mapo_run, states=4)
     assert [row["update"] for row in rows] == saved

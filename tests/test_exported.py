@@ -9,7 +9,8 @@ import numpy as np
 
 from b2mapo import exported
 from b2mapo.exported import EXPORT_DIR, compile_chunk
-from b2mapo.train import RunnerState, Trainer, compiler_options
+from b2mapo.state import RunnerState
+from b2mapo.train import Trainer, compiler_options
 
 
 def _exported_path(trainer: Trainer, state: RunnerState) -> Path:

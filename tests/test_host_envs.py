@@ -15,11 +15,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from b2mapo import checkpoint
 from b2mapo.envs.host.pettingzoo import PettingZooEnv
 from b2mapo.envs.host.pool import HostEnv
 from b2mapo.errors import HostEnvError
-from b2mapo.runner import METRICS_FILE, evaluate, train
+from b2mapo.rundir import METRICS_FILE, checkpoints
+from b2mapo.runner import evaluate, train
 from b2mapo.train import Trainer
 
 HOST_GAME = "pettingzoo:tests.host_envs"
@@ -165,7 +165,7 @@ def _stops_by_name(cfg: Any, message: str) -> str:
     text = str(error.value)
     assert HOST_GAME in text and message in text and "the same command resumes" in text
     assert multiprocessing.active_children() == []
-    saved = [update for update, _ in checkpoint.checkpoints(Path(cfg.run_dir))]
+    saved = [update for update, _ in checkpoints(Path(cfg.run_dir))]
     assert saved and max(saved) < cfg.num_updates and f"update_{max(saved):08d}" in text
     return text
 

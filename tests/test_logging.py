@@ -13,6 +13,7 @@ from tensorboardX.proto.event_pb2 import Event
 
 from b2mapo.cli import main
 from b2mapo.config import resolve
+from b2mapo.rundir import METRICS_FILE, TENSORBOARD_DIR
 from b2mapo.runner import MetricsLog
 
 RECORDS = [
@@ -33,10 +34,10 @@ def read_events(path: Path) -> list[Event]:
 
 
 def test_tensorboard_gets_every_scalar(tmp_path: Path) -> None:
-    log = MetricsLog(tmp_path / "metrics.jsonl", resolve({}))
+    log = MetricsLog(tmp_path / METRICS_FILE, resolve({}))
     log.write(RECORDS)
     log.close()
-    (events,) = (tmp_path / "tensorboard").glob("events.out.tfevents.*")
+    (events,) = (tmp_path / TENSORBOARD_DIR).glob("events.out.tfevents.*")
     scalars = {
         value.tag: (event.step, value.simple_value)
         for event in read_events(events)
@@ -73,7 +74,7 @@ def test_wandb_mirrors_the_records_of_a_run_it_can_resume(
     fake = FakeWandb()
     monkeypatch.setitem(sys.modules, "wandb", fake)
     cfg = resolve({"wandb_project": "b2mapo-tests", "out": str(tmp_path / "run")})
-    log = MetricsLog(tmp_path / "run" / "metrics.jsonl", cfg)
+    log = MetricsLog(tmp_path / "run" / METRICS_FILE, cfg)
     log.write(RECORDS)
     log.close()
     assert fake.init_kwargs["project"] == "b2mapo-tests"
@@ -85,14 +86,14 @@ def test_wandb_mirrors_the_records_of_a_run_it_can_resume(
     ]
     assert fake.finished
     first_id = fake.init_kwargs["id"]
-    MetricsLog(tmp_path / "run" / "metrics.jsonl", cfg)  # the same directory again
+    MetricsLog(tmp_path / "run" / METRICS_FILE, cfg)  # the same directory again
     assert fake.init_kwargs["id"] == first_id
 
 
 def test_no_wandb_means_no_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeWandb()
     monkeypatch.setitem(sys.modules, "wandb", fake)
-    MetricsLog(tmp_path / "metrics.jsonl", resolve({})).write(RECORDS)
+    MetricsLog(tmp_path / METRICS_FILE, resolve({})).write(RECORDS)
     assert fake.init_kwargs == {} and fake.logged == []
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from flax import serialization
 
-from b2mapo import checkpoint
+from b2mapo import rundir
 from b2mapo.config import resolve
 from b2mapo.errors import ConfigError
 from b2mapo.parallel import initialise_processes
@@ -150,7 +150,7 @@ def wait(processes: list[subprocess.Popen], run_dir: Path) -> None:
 
 
 def saved_state(run_dir: Path) -> dict:
-    _, path = checkpoint.checkpoints(run_dir)[-1]
+    _, path = rundir.checkpoints(run_dir)[-1]
     return serialization.msgpack_restore(path.read_bytes())["state"]
 
 
@@ -165,7 +165,7 @@ def test_two_processes_train_one_model(tmp_path: Path) -> None:
     for _ in range(2):
         reference, _ = trainer.chunk(reference)
     wait(processes, run_dir)
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = json.loads((run_dir / rundir.SUMMARY_FILE).read_text())
     assert (summary["devices"], summary["processes"], summary["updates"]) == (2, 2, 4)
     quiet = (tmp_path / "run.process1.log").read_text()
     assert "training mappo" in (tmp_path / "run.process0.log").read_text()
@@ -189,13 +189,13 @@ def test_killed_two_process_run_resumes_exactly(tmp_path: Path) -> None:
     killed = tmp_path / "killed"
     processes = launch(killed, free_port(), extra)
     deadline = time.monotonic() + 600
-    while not checkpoint.checkpoints(killed) and time.monotonic() < deadline:
+    while not rundir.checkpoints(killed) and time.monotonic() < deadline:
         time.sleep(0.2)
     for process in processes:
         process.send_signal(signal.SIGKILL)
         process.wait()
-    saved = [u for u, _ in checkpoint.checkpoints(killed)]
-    assert saved and saved[-1] < 12 and not (killed / "summary.json").exists()
+    saved = [u for u, _ in rundir.checkpoints(killed)]
+    assert saved and saved[-1] < 12 and not (killed / rundir.SUMMARY_FILE).exists()
     wait(launch(killed, free_port(), extra), killed)
 
     a, b = jax.tree.leaves(saved_state(straight)), jax.tree.leaves(saved_state(killed))

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from b2mapo import checkpoint, plots
+from b2mapo import checkpoint, dag_plots, plots, rundir
 from b2mapo.cli import main
 from b2mapo.config import ConfigError
 from b2mapo.upper.dag import DagAction, candidate_pairs, edges, layering
@@ -28,7 +28,7 @@ def assert_png(path: Path) -> None:
     assert image.std() > 0.01, "the figure is blank"
 
 
-def assert_drawable(snapshot: plots.DagSnapshot, delta: float) -> None:
+def assert_drawable(snapshot: dag_plots.DagSnapshot, delta: float) -> None:
     """What the figure relies on: edges only from earlier to later batches (so none inside a
     batch), edges only between candidate pairs, batches the DAG's layering, columns = batches."""
     adjacency, batch = snapshot.adjacency, snapshot.batch_index
@@ -38,7 +38,7 @@ def assert_drawable(snapshot: plots.DagSnapshot, delta: float) -> None:
     pairs = np.asarray(candidate_pairs(jnp.asarray(snapshot.g), delta))
     assert not (adjacency & ~(pairs | pairs.T)).any()
     assert sorted(set(batch.tolist())) == list(range(batch.max() + 1)), "an empty batch"
-    np.testing.assert_array_equal(plots.layout(batch)[:, 0], batch)
+    np.testing.assert_array_equal(dag_plots.layout(batch)[:, 0], batch)
 
 
 def test_snapshot_of_a_known_dag() -> None:
@@ -49,20 +49,20 @@ def test_snapshot_of_a_known_dag() -> None:
         keep[i, j] = keep[j, i] = True
     action = DagAction(jnp.array([2, 0, 1, 3], jnp.int32), jnp.asarray(keep))
     g = jnp.full((4, 4), 1 / 3) * (1 - jnp.eye(4))
-    snapshot = plots.dag_snapshot(g, action)
+    snapshot = dag_plots.dag_snapshot(g, action)
     expected = np.zeros((4, 4), bool)
     expected[2, 0] = expected[0, 1] = expected[2, 1] = True
     np.testing.assert_array_equal(snapshot.adjacency, expected)
     np.testing.assert_array_equal(snapshot.batch_index, [1, 2, 0, 0])
     assert_drawable(snapshot, 0.1)
-    positions = plots.layout(snapshot.batch_index)
+    positions = dag_plots.layout(snapshot.batch_index)
     assert positions[2, 1] != positions[3, 1]
 
 
 def test_snapshots_of_a_trained_generator(b2mapo_run: Path) -> None:
     """Sampled DAGs of the trained generator on 16 start states: the snapshot's layering is
     the batch index ``UpperLayer.act`` gives the lower layer, and the drawing invariants hold."""
-    trainer, update, state = plots.load_checkpoint(b2mapo_run)
+    trainer, update, state = dag_plots.load_checkpoint(b2mapo_run)
     assert update == trainer.cfg.num_updates
     params = jax.tree.map(lambda x: x[0], state.own.upper.params)
     envs = 16
@@ -77,7 +77,7 @@ def test_snapshots_of_a_trained_generator(b2mapo_run: Path) -> None:
     edge_count = 0
     for e in range(envs):
         action = jax.tree.map(lambda x, e=e: x[e], actions)
-        snapshot = plots.dag_snapshot(out.g[e], action)
+        snapshot = dag_plots.dag_snapshot(out.g[e], action)
         np.testing.assert_array_equal(snapshot.batch_index, batch_index[e])
         np.testing.assert_array_equal(snapshot.adjacency, edges(action))
         assert_drawable(snapshot, trainer.round.upper.delta)
@@ -88,20 +88,20 @@ def test_snapshots_of_a_trained_generator(b2mapo_run: Path) -> None:
 def test_dag_figure(b2mapo_run: Path, tmp_path: Path) -> None:
     """The default-named figure of the newest checkpoint, and a sampled DAG after one period
     of π at another start state; the state π reaches satisfies the drawing invariants."""
-    written = plots.plot_dag(b2mapo_run)
+    written = dag_plots.plot_dag(b2mapo_run)
     assert written == b2mapo_run / f"dag_update_{4:08d}.png"
     assert_png(written)
     out = tmp_path / "figures" / "dag.png"
-    assert plots.plot_dag(b2mapo_run, out, update=4, env_index=3, greedy=False, steps=4) == out
+    assert dag_plots.plot_dag(b2mapo_run, out, update=4, env_index=3, greedy=False, steps=4) == out
     assert_png(out)
 
-    trainer, _, state = plots.load_checkpoint(b2mapo_run, 4)
+    trainer, _, state = dag_plots.load_checkpoint(b2mapo_run, 4)
     policies = jax.tree.map(lambda x: x[0], trainer.policies(state))
-    g, action, episode_step = plots.generator_at(
+    g, action, episode_step = dag_plots.generator_at(
         trainer.round, policies, jax.random.PRNGKey(0), periods=2, greedy=True
     )
     assert 0 <= int(episode_step) <= 8
-    assert_drawable(plots.dag_snapshot(g, action), trainer.round.upper.delta)
+    assert_drawable(dag_plots.dag_snapshot(g, action), trainer.round.upper.delta)
 
 
 def test_training_figure(b2mapo_run: Path) -> None:
@@ -109,8 +109,7 @@ def test_training_figure(b2mapo_run: Path) -> None:
     written = plots.plot_training(b2mapo_run)
     assert written == b2mapo_run / "training.png"
     assert_png(written)
-    lines = (b2mapo_run / "metrics.jsonl").read_text().splitlines()
-    records = [r for r in map(json.loads, lines) if r["kind"] == "train"]
+    records = [r for r in rundir.read_metrics(b2mapo_run) if r["kind"] == "train"]
     k = plots.curve(records, "dag_num_batches")
     assert k is not None
     np.testing.assert_allclose(k.mean, [r["dag_num_batches"] for r in records])
@@ -159,19 +158,19 @@ def test_bad_requests_are_config_errors(b2mapo_run: Path, tiny_config, tmp_path:
     mappo = tiny_config(algo="mappo")
     checkpoint.save_config(Path(mappo.run_dir), mappo)
     with pytest.raises(ConfigError, match="only B2MAPO runs"):
-        plots.plot_dag(Path(mappo.run_dir))
+        dag_plots.plot_dag(Path(mappo.run_dir))
     with pytest.raises(ConfigError, match="no training metrics"):
         plots.plot_training(Path(mappo.run_dir))
     empty = tiny_config(algo="b2mapo", dag_period=4, out=str(tmp_path / "empty"))
     checkpoint.save_config(Path(empty.run_dir), empty)
     with pytest.raises(ConfigError, match="no checkpoint"):
-        plots.plot_dag(Path(empty.run_dir))
+        dag_plots.plot_dag(Path(empty.run_dir))
     with pytest.raises(ConfigError, match="update 3; saved: 2, 4"):
-        plots.plot_dag(b2mapo_run, update=3)
+        dag_plots.plot_dag(b2mapo_run, update=3)
     with pytest.raises(ConfigError, match="seed index 1"):
-        plots.plot_dag(b2mapo_run, seed_index=1)
+        dag_plots.plot_dag(b2mapo_run, seed_index=1)
     with pytest.raises(ConfigError, match="multiple of dag_period=4"):
-        plots.plot_dag(b2mapo_run, steps=6)
+        dag_plots.plot_dag(b2mapo_run, steps=6)
 
 
 def test_cli_writes_both_figures(b2mapo_run: Path, tmp_path: Path) -> None:
@@ -199,23 +198,46 @@ def test_cli_missing_run_dir(command: str, tmp_path: Path) -> None:
     assert errors == [f"b2mapo {command}: error: {missing} is not a run directory (no config.json)"]
 
 
+def test_curves_import_no_training_code(tiny_config, tmp_path: Path) -> None:
+    """``b2mapo curves`` is a view of run directories: it draws a run's metrics without
+    importing JAX, jaxmarl, flax or optax (``-X importtime`` lists every module imported)."""
+    cfg = tiny_config()
+    run = Path(cfg.run_dir)
+    checkpoint.save_config(run, cfg)
+    records = [
+        {"kind": "train", "update": u, "env_steps": 256 * u, "wall_time": u, "seed": 0}
+        for u in (1, 2)
+    ]
+    rundir.append_records(run / rundir.METRICS_FILE, records)
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "b2mapo", "curves", str(run)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("import time:")]
+    modules = [line.rpartition("|")[2].strip() for line in lines]
+    training = {"jax", "jaxlib", "jaxmarl", "flax", "optax"}
+    assert "b2mapo.plots" in modules
+    assert [m for m in modules if m.partition(".")[0] in training] == []
+
+
 def test_dag_history_is_drawn_as_a_strip_and_a_gif(b2mapo_run: Path, tmp_path: Path) -> None:
     """A B2MAPO run records its DAG at every evaluation; the strip shows at most six of them
     and the GIF has one frame per record."""
     from PIL import Image
 
-    from b2mapo.upper.history import read_history
-
-    records = read_history(b2mapo_run)
-    lines = (b2mapo_run / "metrics.jsonl").read_text().splitlines()
-    evaluations = {json.loads(line)["update"] for line in lines if '"kind": "eval"' in line}
+    records = rundir.read_history(b2mapo_run)
+    evaluations = {r["update"] for r in rundir.read_metrics(b2mapo_run) if r["kind"] == "eval"}
     assert [r["update"] for r in records] == sorted(evaluations)
     n = len(records[0]["batch_index"])
     for record in records:
         adjacency = np.asarray(record["adjacency"], bool)
         assert np.asarray(record["g"]).shape == (n, n)
         np.testing.assert_array_equal(record["batch_index"], layering(jnp.asarray(adjacency)))
-    png, gif = plots.plot_dag_history(b2mapo_run, tmp_path / "strip.png", tmp_path / "dags.gif")
+    png, gif = dag_plots.plot_dag_history(b2mapo_run, tmp_path / "strip.png", tmp_path / "dags.gif")
     assert_png(png)
     with Image.open(gif) as image:
         assert image.n_frames == len(records)
@@ -226,21 +248,17 @@ def test_a_run_without_dag_history_is_refused(b2mapo_run: Path, tmp_path: Path) 
     """``plot --history`` on a run that recorded no DAGs says so, naming the directory."""
     run = tmp_path / "copy"
     shutil.copytree(b2mapo_run, run)
-    (run / "dag_history.jsonl").unlink()
+    (run / rundir.HISTORY_FILE).unlink()
     with pytest.raises(ConfigError, match="no DAG history"):
-        plots.plot_dag_history(run)
+        dag_plots.plot_dag_history(run)
 
 
 def test_resumed_dag_history_drops_records_past_the_checkpoint(tmp_path: Path) -> None:
     """Records written after the checkpoint a run resumes from are dropped, as metrics are."""
-    from b2mapo.upper.history import HISTORY_FILE, DagRecorder, read_history
-
-    path = tmp_path / HISTORY_FILE
+    path = tmp_path / rundir.HISTORY_FILE
     path.write_text("".join(json.dumps({"update": u}) + "\n" for u in (2, 4, 6)))
-    recorder = DagRecorder.__new__(DagRecorder)  # no trainer needed to prune the file
-    recorder.path = path
-    recorder.keep_until(4)
-    assert [r["update"] for r in read_history(tmp_path)] == [2, 4]
+    rundir.keep_until(path, 4)
+    assert [r["update"] for r in rundir.read_history(tmp_path)] == [2, 4]
 
 
 def test_replay_draws_smax_episodes_only(b2mapo_run: Path) -> None:

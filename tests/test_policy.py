@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import re
 import shutil
 from pathlib import Path
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 
 import b2mapo
+from b2mapo import rundir
 from b2mapo.config import ConfigError
 from b2mapo.policy import load_state
 
@@ -87,8 +87,7 @@ def test_the_policy_acts_only_on_available_actions(b2mapo_run: Path) -> None:
 def test_a_checkpoint_of_another_config_is_refused(b2mapo_run: Path, tmp_path: Path) -> None:
     copy = tmp_path / "run"
     shutil.copytree(b2mapo_run, copy)
-    config = json.loads((copy / "config.json").read_text())
-    (copy / "config.json").write_text(json.dumps({**config, "hidden_size": 16}))
+    rundir.write_config(copy, {**rundir.read_config(copy), "hidden_size": 16})
     with pytest.raises(ConfigError, match=r"does not match|other shapes"):
         b2mapo.load_policy(copy)
 

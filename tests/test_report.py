@@ -17,6 +17,9 @@ from b2mapo import checkpoint
 from b2mapo.config import resolve
 from b2mapo.errors import ConfigError
 from b2mapo.reproduce import report
+from b2mapo.reproduce.runs import Final, cumulative_wall_times, eval_curve, load_runs
+from b2mapo.reproduce.stats import Estimate, iqm_estimates
+from b2mapo.rundir import METRICS_FILE, SUMMARY_FILE
 
 STEPS = 4096  # env steps per update of the default config: 64 envs x 64 steps
 UPDATES = 5
@@ -72,7 +75,7 @@ def make_run(
             if learned:
                 record["greedy_joint_win_rate"] = (joint_finals or finals)[s] * u / UPDATES
             lines.append(record)
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    (run_dir / METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in lines))
     if summary:
         greedy: dict[str, list[float]] = {"win_rate": finals, "episode_return": [1.0] * seeds}
         if learned:
@@ -84,7 +87,7 @@ def make_run(
             "episodes_per_seed": 400,
             "train_seconds": 60.0,
         }
-        (run_dir / "summary.json").write_text(json.dumps(result))
+        (run_dir / SUMMARY_FILE).write_text(json.dumps(result))
     return run_dir
 
 
@@ -142,10 +145,10 @@ def test_iqm_of_a_hand_computed_case(tmp_path: Path) -> None:
 def test_iqm_estimates_directly() -> None:
     """Four equal scores: IQM and both interval ends are that score. Two tasks pooled: eight
     scores, the middle four averaged."""
-    equal = report.iqm_estimates({"a": np.full((4, 1), 0.5)})["a"]
-    assert equal == pytest.approx(report.Estimate(0.5, 0.5, 0.5))
+    equal = iqm_estimates({"a": np.full((4, 1), 0.5)})["a"]
+    assert equal == pytest.approx(Estimate(0.5, 0.5, 0.5))
     two_tasks = np.array([[0.0, 0.4], [0.1, 0.5], [0.2, 0.6], [0.3, 1.0]])
-    assert report.iqm_estimates({"a": two_tasks})["a"].point == pytest.approx(0.35)
+    assert iqm_estimates({"a": two_tasks})["a"].point == pytest.approx(0.35)
 
 
 def test_probability_of_improvement(tmp_path: Path) -> None:
@@ -204,14 +207,14 @@ def test_joint_and_executing_policy_gap(tmp_path: Path) -> None:
     text = report.build_report([run], tmp_path / "out").read_text()
     row = table_row(text, "smax:3m", "## B2MAPO: joint policy")
     assert row == ["smax:3m", "b2mapo", "0.900 ± 0.000", "0.700 ± 0.100", "0.200 ± 0.100", "2"]
-    (result,) = report.load_runs([run])
+    (result,) = load_runs([run])
     assert result.joint_gaps() == pytest.approx([0.3, 0.1])
 
 
 def test_merging_two_run_dirs_adds_seeds(tmp_path: Path) -> None:
     first = make_run(tmp_path, "a", [0.1, 0.2], seed=0)
     second = make_run(tmp_path, "b", [0.3, 0.4], seed=2)
-    (merged,) = report.load_runs([first, second])
+    (merged,) = load_runs([first, second])
     assert merged.seeds == [0, 1, 2, 3]
     assert merged.sources == {0: first, 1: first, 2: second, 3: second}
     np.testing.assert_allclose(merged.final_wins(), [0.1, 0.2, 0.3, 0.4])
@@ -223,7 +226,7 @@ def test_duplicate_seeds_are_refused(tmp_path: Path) -> None:
     first = make_run(tmp_path, "first", [0.1, 0.2])
     second = make_run(tmp_path, "second", [0.3], seed=1)
     with pytest.raises(ConfigError, match="seed 1 of mappo") as error:
-        report.load_runs([first, second])
+        load_runs([first, second])
     assert str(first) in str(error.value) and str(second) in str(error.value)
 
 
@@ -231,38 +234,38 @@ def test_merging_different_configs_is_refused(tmp_path: Path) -> None:
     first = make_run(tmp_path, "first", [0.1])
     second = make_run(tmp_path, "second", [0.3], seed=1, overrides={"lr": 5e-4})
     with pytest.raises(ConfigError, match=r"lr 0\.002 vs 0\.0005") as error:
-        report.load_runs([first, second])
+        load_runs([first, second])
     assert str(first) in str(error.value) and str(second) in str(error.value)
 
 
 def test_runs_that_cannot_be_reported_are_refused(tmp_path: Path) -> None:
     no_evals = make_run(tmp_path, "no-evals", [0.5], evals=False, summary=False)
     with pytest.raises(ConfigError, match="no evaluation records") as error:
-        report.load_runs([no_evals])
+        load_runs([no_evals])
     assert str(no_evals) in str(error.value)
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ConfigError, match=r"no config\.json") as error:
-        report.load_runs([make_run(tmp_path, "good", [0.5]), empty])
+        load_runs([make_run(tmp_path, "good", [0.5]), empty])
     assert str(empty) in str(error.value)
     broken = make_run(tmp_path, "broken", [0.5])
-    with (broken / "metrics.jsonl").open("a") as f:
+    with (broken / METRICS_FILE).open("a") as f:
         f.write("{not json\n")
     with pytest.raises(ConfigError, match="is not JSON") as error:
-        report.load_runs([broken])
+        load_runs([broken])
     assert str(broken) in str(error.value)
 
 
 def test_unfinished_run_uses_its_last_evaluation(tmp_path: Path) -> None:
     run = make_run(tmp_path, "unfinished", [0.4, 0.6], summary=False)
-    (result,) = report.load_runs([run])
+    (result,) = load_runs([run])
     assert result.unfinished
-    assert result.finals[1] == report.Final(0.6, None, UPDATES * STEPS, False)
+    assert result.finals[1] == Final(0.6, None, UPDATES * STEPS, False)
     text = report.build_report([run], tmp_path / "out").read_text()
     assert table_row(text, "smax:3m")[1] == f"0.500 ± 0.100 (n=2){report.UNFINISHED_MARK}"
     assert "unfinished (no summary.json)" in text
     finished = make_run(tmp_path, "finished", [0.4, 0.6])
-    assert not report.load_runs([finished])[0].unfinished
+    assert not load_runs([finished])[0].unfinished
 
 
 def test_different_seed_counts_and_missing_maps(tmp_path: Path) -> None:
@@ -305,22 +308,22 @@ def test_one_seed_per_run(tmp_path: Path) -> None:
 
 
 def test_cumulative_wall_time_after_a_resumption() -> None:
-    assert report.cumulative_wall_times([10, 20, 30, 5, 15, 3]) == [10, 20, 30, 35, 45, 48]
-    assert report.cumulative_wall_times([1.0, 1.0, 2.0]) == [1.0, 1.0, 2.0]
+    assert cumulative_wall_times([10, 20, 30, 5, 15, 3]) == [10, 20, 30, 35, 45, 48]
+    assert cumulative_wall_times([1.0, 1.0, 2.0]) == [1.0, 1.0, 2.0]
 
 
 def test_wall_time_of_a_resumed_run(tmp_path: Path) -> None:
     """Resumed after update 3: the clock restarts. Each seed's records, train then eval, read
     10, 11, 20, 21, 30, 31, 5, 6, 15, 16 s: cumulative evaluations at 11, 21, 31, 37, 47 s."""
     run = make_run(tmp_path, "resumed", [0.5, 1.0], wall_times=[10, 20, 30, 5, 15])
-    (result,) = report.load_runs([run])
+    (result,) = load_runs([run])
     for seed in (0, 1):
         assert [p.wall_time for p in result.curves[seed]] == [11, 21, 31, 37, 47]
-    wall = report.eval_curve(result, "wall_time")
+    wall = eval_curve(result, "wall_time")
     np.testing.assert_allclose(wall.steps, [11, 21, 31, 37, 47])
     np.testing.assert_allclose(wall.mean, np.arange(1, 6) / 5 * 0.75)
     np.testing.assert_allclose(wall.high, np.arange(1, 6) / 5)
-    np.testing.assert_allclose(report.eval_curve(result).steps, np.arange(1, 6) * STEPS)
+    np.testing.assert_allclose(eval_curve(result).steps, np.arange(1, 6) * STEPS)
 
 
 def test_marl_eval_layout(tmp_path: Path) -> None:
@@ -368,15 +371,16 @@ def test_missing_rliable_is_a_config_error(tmp_path: Path, monkeypatch: pytest.M
     with pytest.raises(ConfigError, match=r"need rliable: pip install -e '\.\[report\]'"):
         report.build_report([run], tmp_path / "out")
     assert not (tmp_path / "out").exists()
-    # The module itself imports rliable only inside functions.
-    tree = ast.parse(Path(report.__file__).read_text())
-    top_level = [
-        alias.name if isinstance(node, ast.Import) else node.module
-        for node in tree.body
-        if isinstance(node, ast.Import | ast.ImportFrom)
-        for alias in node.names
-    ]
-    assert top_level and not any("rliable" in (name or "") for name in top_level)
+    # The modules themselves import rliable only inside functions.
+    for module in ("report.py", "stats.py"):
+        tree = ast.parse((Path(report.__file__).parent / module).read_text())
+        top_level = [
+            alias.name if isinstance(node, ast.Import) else node.module
+            for node in tree.body
+            if isinstance(node, ast.Import | ast.ImportFrom)
+            for alias in node.names
+        ]
+        assert top_level and not any("rliable" in (name or "") for name in top_level)
 
 
 def test_format_table() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from b2mapo import runner
+from b2mapo import rundir, runner
 from b2mapo.cli import main
 from b2mapo.config import ConfigError
 from b2mapo.reproduce import report, schedule
@@ -105,7 +105,7 @@ def test_an_interrupted_suite_resumes_without_redoing_finished_runs(
     monkeypatch.setattr(runner, "train", train_then_stop)
     with pytest.raises(KeyboardInterrupt):
         schedule.run_suite(TINY_SUITE, out)
-    first = out / "probe_walk" / "mappo" / "summary.json"
+    first = out / "probe_walk" / "mappo" / rundir.SUMMARY_FILE
     assert trained == ["mappo"] and first.is_file() and measured == []
     finished_at = first.stat().st_mtime_ns
 
@@ -121,11 +121,11 @@ def test_an_interrupted_suite_resumes_without_redoing_finished_runs(
     assert first.stat().st_mtime_ns == finished_at
 
     # Inside a run: its checkpoints stay, its summary is gone.
-    (out / "probe_walk" / "b2mapo" / "summary.json").unlink()
+    (out / "probe_walk" / "b2mapo" / rundir.SUMMARY_FILE).unlink()
     resumed.clear()
     schedule.run_suite(TINY_SUITE, out)
     assert resumed == ["b2mapo"] and measured == list(TINY_SUITE.algos)  # timing.json kept
-    lines = (out / "probe_walk" / "b2mapo" / runner.METRICS_FILE).read_text().splitlines()
+    lines = (out / "probe_walk" / "b2mapo" / rundir.METRICS_FILE).read_text().splitlines()
     records = [json.loads(line) for line in lines]
     trained_points = [(r["update"], r["seed"]) for r in records if r["kind"] == "train"]
     updates = TINY["total_steps"] // (TINY["num_envs"] * TINY["rollout_len"])

@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 from flax import serialization
 
-from b2mapo import checkpoint, runner
+from b2mapo import checkpoint, rundir, runner
 from b2mapo.config import ConfigError
 from b2mapo.train import Trainer
 
 
 def final_state(run_dir: Path) -> dict:
     """Everything the newest checkpoint saved (parameters, optimisers, env and DAG states)."""
-    _, path = checkpoint.checkpoints(run_dir)[-1]
+    _, path = rundir.checkpoints(run_dir)[-1]
     return serialization.msgpack_restore(path.read_bytes())["state"]
 
 
@@ -46,7 +46,7 @@ def test_killed_run_resumes_to_the_same_state(tiny_config, tmp_path, monkeypatch
     with pytest.raises(Killed):
         runner.train(killed)
     monkeypatch.setattr(checkpoint, "save", real_save)
-    assert [u for u, _ in checkpoint.checkpoints(killed.run_dir)] == [2]
+    assert [u for u, _ in rundir.checkpoints(killed.run_dir)] == [2]
     runner.train(killed)
 
     a, b = final_state(straight.run_dir), final_state(killed.run_dir)
@@ -55,7 +55,7 @@ def test_killed_run_resumes_to_the_same_state(tiny_config, tmp_path, monkeypatch
     assert len(leaves_a) == len(leaves_b) > 0
     for x, y in zip(leaves_a, leaves_b, strict=True):
         np.testing.assert_array_equal(x, y)
-    updates = [line for line in (Path(killed.run_dir) / "metrics.jsonl").read_text().splitlines()]
+    updates = (Path(killed.run_dir) / rundir.METRICS_FILE).read_text().splitlines()
     assert sum('"kind": "train"' in line for line in updates) == 4  # 4 updates x 1 seed, no repeats
 
 
@@ -71,7 +71,7 @@ def test_checkpoint_of_another_format_is_refused(tiny_config, tmp_path) -> None:
     half-read; so is a file that is not msgpack at all."""
     cfg = tiny_config(out=str(tmp_path / "run"))
     runner.train(cfg)
-    _, path = checkpoint.checkpoints(cfg.run_dir)[-1]
+    _, path = rundir.checkpoints(cfg.run_dir)[-1]
     unstamped = serialization.msgpack_restore(path.read_bytes())["state"]
     path.write_bytes(serialization.msgpack_serialize(unstamped))
     with pytest.raises(ConfigError, match="another checkpoint format"):
@@ -103,19 +103,19 @@ def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tiny_config, monk
     with pytest.raises(runner.TrainingDiverged, match="at update 3") as error:
         runner.train(cfg)
     assert "update_00000002" in str(error.value)
-    assert [u for u, _ in checkpoint.checkpoints(cfg.run_dir)] == [2]
+    assert [u for u, _ in rundir.checkpoints(cfg.run_dir)] == [2]
 
 
 def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch) -> None:
     """A failed write keeps the old file intact and leaves no temporary behind."""
     target = tmp_path / "file.bin"
-    checkpoint.atomic_write(target, b"old")
+    rundir.atomic_write(target, b"old")
 
     def fail(_: int) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(checkpoint.os, "fsync", fail)
+    monkeypatch.setattr(rundir.os, "fsync", fail)
     with pytest.raises(OSError, match="disk full"):
-        checkpoint.atomic_write(target, b"new")
+        rundir.atomic_write(target, b"new")
     assert target.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.bin"]

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -13,43 +9,23 @@ import jax
 import numpy as np
 from flax import serialization
 
-from b2mapo import __version__
+from b2mapo import __version__, rundir
 from b2mapo.config import RESUMABLE_CHANGES, ConfigError, TrainConfig, diff, from_dict
 
-CHECKPOINT_DIR = "checkpoints"
-CONFIG_FILE = "config.json"
 KEEP_LAST = 2
 # The layout of the saved runner state. Bump it whenever a change to the state (a new field,
 # another optimiser chain) makes older checkpoints unreadable, so that they are refused by name.
 FORMAT = 3  # 3: a round's own state (B2MAPO's generator, π_ind) under RunnerState.own
-_NAME = re.compile(r"^update_(\d{8})\.msgpack$")
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_config(run_dir: Path, cfg: TrainConfig) -> None:
-    atomic_write(run_dir / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2).encode())
+    """Write the config a run is started with, for resuming and reading it back."""
+    rundir.write_config(run_dir, cfg.to_dict())
 
 
 def load_config(run_dir: Path) -> TrainConfig:
     """The config a run was started with; ``ConfigError`` if the directory holds no run."""
-    path = Path(run_dir) / CONFIG_FILE
-    if not path.is_file():
-        raise ConfigError(f"{run_dir} is not a run directory (no {CONFIG_FILE})")
-    return from_dict(json.loads(path.read_text()))
+    return from_dict(rundir.read_config(run_dir))
 
 
 def check_resumable(saved: TrainConfig, requested: TrainConfig) -> None:
@@ -63,22 +39,14 @@ def check_resumable(saved: TrainConfig, requested: TrainConfig) -> None:
         )
 
 
-def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    """Saved checkpoints as (update, path), oldest first."""
-    folder = Path(run_dir) / CHECKPOINT_DIR
-    if not folder.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name))]
-    return sorted(found)
-
-
 def save(run_dir: Path, update: int, state: Any) -> Path:
     """Save ``state`` as the checkpoint of ``update`` and drop all but the newest few."""
     host_state = jax.tree.map(np.asarray, jax.device_get(state))
-    path = Path(run_dir) / CHECKPOINT_DIR / f"update_{update:08d}.msgpack"
+    path = rundir.checkpoint_path(run_dir, update)
     stamped = {"format": FORMAT, "b2mapo": __version__, "state": host_state}
-    atomic_write(path, serialization.msgpack_serialize(serialization.to_state_dict(stamped)))
-    for _, old in checkpoints(run_dir)[:-KEEP_LAST]:
+    data = serialization.msgpack_serialize(serialization.to_state_dict(stamped))
+    rundir.atomic_write(path, data)
+    for _, old in rundir.checkpoints(run_dir)[:-KEEP_LAST]:
         old.unlink(missing_ok=True)
     return path
 
@@ -112,7 +80,7 @@ def restore(path: Path, template: Any) -> Any:
 
 def restore_latest(run_dir: Path, template: Any) -> tuple[int, Any] | None:
     """The newest checkpoint restored into the structure of ``template``, or None."""
-    found = checkpoints(run_dir)
+    found = rundir.checkpoints(run_dir)
     if not found:
         return None
     update, path = found[-1]

@@ -21,7 +21,6 @@ import tyro
 from rich.console import Console
 
 from b2mapo.errors import ConfigError, HostEnvError
-from b2mapo.parallel import initialise_processes, is_writer
 
 if TYPE_CHECKING:
     from b2mapo.config import TrainConfig
@@ -151,6 +150,7 @@ def _preset_defaults(args: list[str]) -> TrainConfig:
 
 def _train(args: list[str], console: Console) -> None:
     from b2mapo.config import TrainConfig, resolve
+    from b2mapo.parallel import is_writer
     from b2mapo.runner import summary_table, train
 
     parsed = tyro.cli(TrainConfig, args=args, default=_preset_defaults(args), prog="b2mapo train")
@@ -175,7 +175,7 @@ def _eval(args: list[str], console: Console) -> None:
 
 
 def _plot(args: list[str], console: Console) -> None:
-    from b2mapo.plots import plot_dag, plot_dag_history
+    from b2mapo.dag_plots import plot_dag, plot_dag_history
 
     parsed = tyro.cli(PlotArgs, args=args, prog="b2mapo plot")
     if parsed.history:
@@ -259,6 +259,9 @@ def _suites(args: list[str], console: Console) -> None:
             console.print(f"  {setting.env}: {setting.total_steps:,} env steps", soft_wrap=True)
 
 
+# Commands that compile nothing; the views among them (curves) import no JAX at all.
+NO_COMPILATION = frozenset({"curves", "report", "suites"})
+
 COMMANDS = {
     "train": _train,
     "eval": _eval,
@@ -315,8 +318,11 @@ def main(argv: list[str] | None = None) -> None:
     sys.path.append(os.getcwd())
     try:
         if command == "train":  # a multi-process launch (B2MAPO_COORDINATOR, ...), else nothing
+            from b2mapo.parallel import initialise_processes
+
             initialise_processes()  # before anything starts JAX's backend (importing jaxmarl does)
-        _use_compilation_cache()
+        if command not in NO_COMPILATION:
+            _use_compilation_cache()
         COMMANDS[command](rest, console)
     except (ConfigError, OSError) as error:  # OSError: a path that cannot be read or written
         print(f"b2mapo {command}: error: {error}", file=sys.stderr)

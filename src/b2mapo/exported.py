@@ -23,9 +23,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from b2mapo.checkpoint import atomic_write
 from b2mapo.envs.registry import BUILT_IN
-from b2mapo.train import RunnerState, Trainer, compiler_options
+from b2mapo.rundir import atomic_write
+from b2mapo.state import RunnerState
+from b2mapo.train import Trainer, compiler_options
 
 EXPORT_DIR = "b2mapo-exported"
 """Subdirectory of ``jax_compilation_cache_dir`` that holds the exported chunks."""

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from b2mapo import checkpoint
+from b2mapo import checkpoint, rundir
 from b2mapo.config import ConfigError, TrainConfig
 from b2mapo.envs.core import Env, EnvSpec
 from b2mapo.envs.registry import is_host, make_env, make_host_env
@@ -90,7 +90,7 @@ class Policy:
 
 def _checkpoint_path(run_dir: Path, update: int | None) -> tuple[int, Path]:
     """The checkpoint of ``update`` (None: the newest) of a run directory."""
-    saved = dict(checkpoint.checkpoints(run_dir))
+    saved = dict(rundir.checkpoints(run_dir))
     if not saved:
         raise ConfigError(f"{run_dir} has no checkpoint")
     if update is None:

@@ -18,9 +18,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from b2mapo.config import ConfigError
-from b2mapo.plots import batch_colour
+from b2mapo.dag_plots import batch_colour
 from b2mapo.policy import load_state
-from b2mapo.train import Policies, Trainer
+from b2mapo.state import Policies
+from b2mapo.train import Trainer
 from b2mapo.upper.history import PLOT_RESET_KEY
 
 

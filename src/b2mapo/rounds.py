@@ -27,9 +27,10 @@ from b2mapo.state import Collected, Policies, RunnerState
 
 class History(Protocol):
     """What a round records of a run beside its metrics at every evaluation (B2MAPO: its
-    DAG at a fixed state), kept in step with the checkpoints."""
+    DAG at a fixed state): JSON lines at ``path``, cut back to a resumed checkpoint's update
+    (``rundir.keep_until``) as the metrics are."""
 
-    def keep_until(self, update: int) -> None: ...
+    path: Path
 
     def record(self, policies: Policies, update: int) -> None: ...
 

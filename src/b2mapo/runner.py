@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -18,8 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from b2mapo import checkpoint
-from b2mapo.checkpoint import atomic_write
+from b2mapo import checkpoint, rundir
 from b2mapo.config import ConfigError, TrainConfig
 from b2mapo.errors import HostEnvError
 from b2mapo.evaluation import evaluate, wilson_interval
@@ -28,7 +26,6 @@ from b2mapo.parallel import is_writer
 from b2mapo.policy import load_state
 from b2mapo.train import Trainer
 
-METRICS_FILE = "metrics.jsonl"
 LOSS_KEYS = ("policy_loss", "value_loss", "entropy")
 
 
@@ -51,27 +48,14 @@ class MetricsLog:
         try:
             from tensorboardX import SummaryWriter  # optional dependency
 
-            self._tensorboard = SummaryWriter(str(self.path.parent / "tensorboard"))
+            self._tensorboard = SummaryWriter(str(self.path.parent / rundir.TENSORBOARD_DIR))
         except ImportError:
             self._tensorboard = None
         if self.cfg is not None and self.cfg.wandb_project:
             self._wandb = _start_wandb(self.cfg, self.path.parent)
 
-    def keep_until(self, update: int) -> None:
-        """Drop records past ``update`` (written after the checkpoint a run resumes from)."""
-        if not self.path.exists():
-            return
-        kept = [
-            line
-            for line in self.path.read_text().splitlines()
-            if line and json.loads(line)["update"] <= update
-        ]
-        atomic_write(self.path, "".join(line + "\n" for line in kept).encode())
-
     def write(self, records: list[dict[str, Any]]) -> None:
-        with self.path.open("a") as f:
-            for record in records:
-                f.write(json.dumps(record) + "\n")
+        rundir.append_records(self.path, records)
         for record in records:
             tag = f"{record['kind']}/seed{record['seed']}"
             scalars = {f"{tag}/{k}": v for k, v in record.items() if isinstance(v, float)}
@@ -219,7 +203,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> Summary:
         failure = trainer.failure()
         if failure is None:
             raise
-        saved = checkpoint.checkpoints(Path(cfg.run_dir))
+        saved = rundir.checkpoints(Path(cfg.run_dir))
         kept = f"last checkpoint {saved[-1][1]}" if saved else "no checkpoint yet"
         stopped = f"{failure}; training stopped ({kept}); the same command resumes"
         raise HostEnvError(stopped) from None
@@ -236,17 +220,17 @@ def _train(trainer: Trainer, console: Console | None) -> Summary:
     if writer:
         _check_writable(run_dir)
     # Before compiling: fails on a missing extra.
-    log = MetricsLog(run_dir / METRICS_FILE, cfg) if writer else None
+    log = MetricsLog(run_dir / rundir.METRICS_FILE, cfg) if writer else None
     state = trainer.layout.to_host(trainer.init())
 
-    if (run_dir / checkpoint.CONFIG_FILE).exists():
+    if (run_dir / rundir.CONFIG_FILE).exists():
         checkpoint.check_resumable(checkpoint.load_config(run_dir), cfg)
     restored = checkpoint.restore_latest(run_dir, state)
     last_good = "none yet"
     if restored is not None:
         update, restored_state = restored
         state = trainer.resume(restored_state, state)
-        last_good = str(checkpoint.checkpoints(run_dir)[-1][1])
+        last_good = str(rundir.checkpoints(run_dir)[-1][1])
         console.print(f"resuming {run_dir} from update {update}")
     done_updates = int(np.asarray(state.update).max())
     # What the round records at every evaluation (B2MAPO: its DAG at a fixed state); a host
@@ -255,10 +239,10 @@ def _train(trainer: Trainer, console: Console | None) -> Summary:
     if writer and not trainer.pools and jax.process_count() == 1:
         history = trainer.round.history(run_dir)
     if history is not None:
-        history.keep_until(done_updates)
+        rundir.keep_until(history.path, done_updates)
     if log is not None:
         checkpoint.save_config(run_dir, cfg)
-        log.keep_until(done_updates)
+        rundir.keep_until(log.path, done_updates)
 
     state = trainer.layout.place(state)
     start = time.perf_counter()
@@ -350,7 +334,7 @@ def _train(trainer: Trainer, console: Console | None) -> Summary:
         processes=jax.process_count(),
     )
     if writer:
-        atomic_write(run_dir / "summary.json", json.dumps(summary.as_dict(), indent=2).encode())
+        rundir.write_summary(run_dir, summary.as_dict())
     return summary
 
 

@@ -24,12 +24,14 @@ from typing import Any
 import jax
 import numpy as np
 
-from b2mapo import checkpoint, plots
+from b2mapo import dag_plots, rundir
 from b2mapo.config import TrainConfig
 from b2mapo.envs.registry import is_host
 from b2mapo.errors import ConfigError
-from b2mapo.train import Policies, Trainer
+from b2mapo.state import Policies
+from b2mapo.train import Trainer
 from b2mapo.upper.dag import edges, layering
+from b2mapo.upper.history import generator_at
 
 # Key of the start states the generator is probed at (other than the figures' key, so that
 # the probe does not only see the states ``b2mapo plot`` draws).
@@ -129,7 +131,7 @@ class _Probe:
             trainer = self.trainer
 
             def dag(policies: Policies, key: jax.Array) -> tuple[jax.Array, jax.Array]:
-                action = plots.generator_at(trainer.round, policies, key, periods, True)[1]
+                action = generator_at(trainer.round, policies, key, periods, True)[1]
                 batch = layering(edges(action))
                 return action.keep, batch[:, None] != batch[None, :]
 
@@ -181,7 +183,7 @@ def _above(frequency: np.ndarray, threshold: float) -> np.ndarray:
 def _frequencies(
     run_dir: Path, update: int | None, states: int, seed_index: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    trainer, _, state = plots.load_checkpoint(Path(run_dir), update)
+    trainer, _, state = dag_plots.load_checkpoint(Path(run_dir), update)
     return _probe(trainer.cfg).frequencies(_seed_policies(trainer, state, seed_index), states)
 
 
@@ -251,11 +253,11 @@ def recovery_over_training(
         run_dirs = [run_dirs]
     rows: list[dict[str, Any]] = []
     for run_dir in map(Path, run_dirs):
-        saved = checkpoint.checkpoints(run_dir)
+        saved = rundir.checkpoints(run_dir)
         if not saved:
             raise ConfigError(f"{run_dir} has no checkpoint")
         for update, _ in saved:
-            trainer, _, state = plots.load_checkpoint(run_dir, update)
+            trainer, _, state = dag_plots.load_checkpoint(run_dir, update)
             policies = _seed_policies(trainer, state, seed_index)
             kept, separated = _probe(trainer.cfg).frequencies(policies, states)
             planted = _truth_of(trainer, truth)

@@ -1,37 +1,43 @@
 """The comparison report of ``b2mapo report RUN_DIR...`` and ``b2mapo reproduce``.
 
-It reads run directories (never writes them), merges the directories of one (env,
-algorithm) as more seeds, and writes into one output directory: greedy evaluation curves
-against env steps and cumulative wall time, B2MAPO's number of batches K, ``results.json``
-(the raw data and the statistics), ``marl_eval.json`` (InstaDeep marl-eval's layout) and
-``report.md``: final win rates per map, B2MAPO's π vs π_ind gap, and rliable's interquartile
-mean and probability of improvement with stratified-bootstrap confidence intervals. rliable
-(the ``report`` extra) is imported only when the statistics are computed.
+From the runs (``runs``: run directories, those of one (env, algorithm) merged as more seeds)
+and their statistics (``stats``), it writes into one output directory: greedy evaluation
+curves against env steps and cumulative wall time, B2MAPO's number of batches K,
+``results.json`` (the raw data and the statistics), ``marl_eval.json`` (InstaDeep
+marl-eval's layout) and ``report.md``: final win rates per map, B2MAPO's π vs π_ind gap, and
+rliable's interquartile mean and probability of improvement with stratified-bootstrap
+confidence intervals.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
 
-from b2mapo import checkpoint
-from b2mapo.checkpoint import atomic_write
-from b2mapo.config import RESUMABLE_CHANGES, TrainConfig, diff
-from b2mapo.errors import ConfigError
-from b2mapo.plots import Curve, curve
-from b2mapo.runner import METRICS_FILE
+from b2mapo.plots import Curve
+from b2mapo.reproduce.runs import (
+    RunResult,
+    algos_of,
+    eval_curve,
+    load_runs,
+    maps_of,
+    num_batches_curve,
+)
+from b2mapo.reproduce.stats import (
+    BOOTSTRAP_REPS,
+    BOOTSTRAP_SEED,
+    aggregate_statistics,
+    rliable_modules,
+)
+from b2mapo.rundir import atomic_write, write_json
 
-SUMMARY_FILE = "summary.json"
 RESULTS_FILE = "results.json"
 MARL_EVAL_FILE = "marl_eval.json"
 REPORT_FILE = "report.md"
@@ -42,349 +48,10 @@ X_LABELS = {
     "wall_time": "cumulative wall time (s), mean over seeds",
 }
 DEFAULT_TITLE = "B2MAPO and its baselines: greedy evaluation win rates"
-# rliable's stratified bootstrap: replications, interval coverage, and the seed of numpy's
-# global generator, which rliable draws its resamples from (restored afterwards).
-BOOTSTRAP_REPS = 2000
-CONFIDENCE = 0.95
-BOOTSTRAP_SEED = 0
-# The algorithm whose probability of improvement over every other one the report gives.
-TARGET_ALGO = "b2mapo"
-# The report's order of the algorithms it knows; any others follow, sorted by name.
-ALGO_ORDER = ("mappo", "happo", "a2po", "b2mapo-fixed", "b2mapo")
-# Config fields in which run directories merged as seeds of one algorithm may differ.
-MERGEABLE_FIELDS = RESUMABLE_CHANGES | {"seed", "seeds", "out", "time_updates"}
-RLIABLE_MISSING = "the report's statistics need rliable: pip install -e '.[report]'"
 UNFINISHED_MARK = "†"
 
 
-class EvalPoint(NamedTuple):
-    """One greedy evaluation of one seed."""
-
-    env_steps: int
-    wall_time: float  # seconds since the run started, cumulative over resumptions
-    win_rate: float  # the policy that executes (π_ind for B2MAPO)
-    joint_win_rate: float | None  # B2MAPO's joint policy π; None for the other algorithms
-
-
-class Final(NamedTuple):
-    """A seed's final greedy win rates and where they come from."""
-
-    win_rate: float
-    joint_win_rate: float | None
-    env_steps: int
-    from_summary: bool  # False: an unfinished run's last evaluation record
-
-
-class Estimate(NamedTuple):
-    """A point estimate and its confidence interval."""
-
-    point: float
-    low: float
-    high: float
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """One algorithm on one map: the evaluations of its seeds, from one or several run dirs."""
-
-    env: str
-    algo: str
-    learned: bool  # B2MAPO (partition=learned): π_ind executes, π is scored too, K is learned
-    sources: dict[int, Path]  # seed -> the run directory that trained it
-    curves: dict[int, list[EvalPoint]]  # seed -> its evaluations, by env steps
-    finals: dict[int, Final]
-    num_batches: dict[int, list[tuple[int, float]]]  # seed -> (env steps, mean K of the DAGs)
-
-    @property
-    def seeds(self) -> list[int]:
-        return sorted(self.sources)
-
-    @property
-    def family(self) -> str:
-        """The environment family, e.g. ``smax``."""
-        return self.env.partition(":")[0]
-
-    @property
-    def task(self) -> str:
-        """The map or task within the family, e.g. ``3m``."""
-        return self.env.partition(":")[2] or self.env
-
-    @property
-    def unfinished(self) -> bool:
-        """Some seed's final value is its last evaluation record (no summary.json)."""
-        return not all(final.from_summary for final in self.finals.values())
-
-    def final_wins(self) -> np.ndarray:
-        """Final greedy win rates of the executing policy, in seed order."""
-        return np.array([self.finals[s].win_rate for s in self.seeds])
-
-    def joint_gaps(self) -> np.ndarray | None:
-        """π's final win rate minus π_ind's per seed; None unless every seed has both."""
-        joints = [self.finals[s].joint_win_rate for s in self.seeds]
-        if not self.learned or any(j is None for j in joints):
-            return None
-        return np.array(joints, dtype=float) - self.final_wins()
-
-
-# ---------------------------------------------------------------------------- loading
-
-
-def cumulative_wall_times(times: Sequence[float]) -> list[float]:
-    """One seed's logged wall times, in log order, made cumulative over resumptions.
-
-    A resumed run's clock restarts from 0, so wherever a time is smaller than the one logged
-    before it, that earlier time is added to it and to everything after. A resumption whose
-    first record is later than the last one before it cannot be told apart and gets no offset.
-    """
-    offset, previous, cumulative = 0.0, -math.inf, []
-    for time in times:
-        if time < previous:
-            offset += previous
-        cumulative.append(time + offset)
-        previous = time
-    return cumulative
-
-
-def _config(run_dir: Path) -> TrainConfig:
-    """The run's config; ``ConfigError`` naming the directory if it is missing or unreadable."""
-    try:
-        return checkpoint.load_config(run_dir)
-    except ConfigError as error:
-        if str(run_dir) in str(error):
-            raise
-        raise ConfigError(f"{run_dir}: {checkpoint.CONFIG_FILE}: {error}") from None
-    except (OSError, ValueError, TypeError) as error:
-        raise ConfigError(f"{run_dir}: {checkpoint.CONFIG_FILE} is unreadable ({error})") from None
-
-
-def _metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """The records of ``metrics.jsonl`` in log order, their wall times made cumulative."""
-    path = run_dir / METRICS_FILE
-    if not path.is_file():
-        raise ConfigError(f"{run_dir} has no {METRICS_FILE}: no evaluation records to report")
-    records = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            raise ConfigError(f"{run_dir}: line {number} of {METRICS_FILE} is not JSON") from None
-        if not isinstance(record, dict) or "seed" not in record or "wall_time" not in record:
-            raise ConfigError(
-                f"{run_dir}: line {number} of {METRICS_FILE} is no b2mapo record with a seed "
-                "and a wall_time (written by an older b2mapo?)"
-            )
-        records.append(record)
-    return _with_cumulative_wall_time(records)
-
-
-def _with_cumulative_wall_time(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Copies of ``records`` whose ``wall_time`` is cumulative per seed (see
-    ``cumulative_wall_times``); train and eval records share a seed's clock."""
-    by_seed: dict[int, list[int]] = {}
-    for index, record in enumerate(records):
-        by_seed.setdefault(record["seed"], []).append(index)
-    out = [dict(record) for record in records]
-    for indices in by_seed.values():
-        times = cumulative_wall_times([records[i]["wall_time"] for i in indices])
-        for index, time in zip(indices, times, strict=True):
-            out[index]["wall_time"] = time
-    return out
-
-
-def _eval_curves(
-    run_dir: Path, cfg: TrainConfig, records: list[dict[str, Any]]
-) -> dict[int, list[EvalPoint]]:
-    """Every seed's greedy evaluations; ``ConfigError`` if the run has none (for some seed)."""
-    seeds = range(cfg.seed, cfg.seed + cfg.seeds)
-    evals = [r for r in records if r.get("kind") == "eval" and r["seed"] in seeds]
-    if not evals:
-        raise ConfigError(
-            f"{run_dir} has no evaluation records in {METRICS_FILE} (eval_every=0, or stopped "
-            "before its first evaluation): the report compares greedy evaluations"
-        )
-    try:
-        curves = {
-            seed: sorted(
-                (
-                    EvalPoint(
-                        int(r["env_steps"]),
-                        float(r["wall_time"]),
-                        float(r["greedy_win_rate"]),
-                        float(r["greedy_joint_win_rate"]) if "greedy_joint_win_rate" in r else None,
-                    )
-                    for r in evals
-                    if r["seed"] == seed
-                ),
-                key=lambda point: point.env_steps,
-            )
-            for seed in seeds
-        }
-    except KeyError as error:
-        raise ConfigError(f"{run_dir}: an eval record of {METRICS_FILE} has no {error}") from None
-    missing = [seed for seed, points in curves.items() if not points]
-    if missing:
-        raise ConfigError(f"{run_dir} has no evaluation records of seed(s) {missing}")
-    return curves
-
-
-def _num_batches(
-    cfg: TrainConfig, records: list[dict[str, Any]]
-) -> dict[int, list[tuple[int, float]]]:
-    """B2MAPO's mean K of the sampled DAGs per seed over training (empty for the others)."""
-    if cfg.partition != "learned":
-        return {}
-    by_seed: dict[int, list[tuple[int, float]]] = {}
-    for record in records:
-        if record.get("kind") == "train" and "dag_num_batches" in record:
-            point = (int(record["env_steps"]), float(record["dag_num_batches"]))
-            by_seed.setdefault(record["seed"], []).append(point)
-    return by_seed
-
-
-def _summary(run_dir: Path, cfg: TrainConfig) -> dict[str, Any] | None:
-    """The final evaluation of ``summary.json``; None for an unfinished run."""
-    path = run_dir / SUMMARY_FILE
-    if not path.is_file():
-        return None
-    try:
-        summary = json.loads(path.read_text())
-        greedy, env_steps = summary["eval_greedy"], int(summary["env_steps"])
-        wins = [float(v) for v in greedy["win_rate"]]
-        joint = greedy.get("joint_win_rate")
-        joint = None if joint is None else [float(v) for v in joint]
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ConfigError(f"{run_dir}: {SUMMARY_FILE} is unreadable ({error!r})") from None
-    if len(wins) != cfg.seeds or (joint is not None and len(joint) != cfg.seeds):
-        raise ConfigError(
-            f"{run_dir}: {SUMMARY_FILE} has {len(wins)} final win rate(s) for {cfg.seeds} seeds"
-        )
-    return {"win_rate": wins, "joint_win_rate": joint, "env_steps": env_steps}
-
-
-def _finals(
-    cfg: TrainConfig, curves: dict[int, list[EvalPoint]], summary: dict[str, Any] | None
-) -> dict[int, Final]:
-    """Each seed's final greedy win rates: the summary's, else the last evaluation's."""
-    finals = {}
-    for index, seed in enumerate(range(cfg.seed, cfg.seed + cfg.seeds)):
-        last = curves[seed][-1]
-        if summary is None:
-            finals[seed] = Final(last.win_rate, last.joint_win_rate, last.env_steps, False)
-            continue
-        joint = summary["joint_win_rate"]
-        joint_win = joint[index] if joint is not None else last.joint_win_rate
-        finals[seed] = Final(summary["win_rate"][index], joint_win, summary["env_steps"], True)
-    return finals
-
-
-def _load_run(run_dir: Path) -> tuple[TrainConfig, RunResult]:
-    """One run directory's config and results."""
-    cfg = _config(run_dir)
-    records = _metrics(run_dir)
-    curves = _eval_curves(run_dir, cfg, records)
-    result = RunResult(
-        env=cfg.env,
-        algo=cfg.algo,
-        learned=cfg.partition == "learned",
-        sources={seed: run_dir for seed in curves},
-        curves=curves,
-        finals=_finals(cfg, curves, _summary(run_dir, cfg)),
-        num_batches=_num_batches(cfg, records),
-    )
-    return cfg, result
-
-
-def _merge(group: list[tuple[TrainConfig, RunResult]]) -> RunResult:
-    """The run directories of one (env, algorithm) as one result with all their seeds;
-    ``ConfigError`` for a seed in two directories or directories that train differently."""
-    first_cfg, merged = group[0]
-    first_dir = next(iter(merged.sources.values()))
-    for cfg, result in group[1:]:
-        for seed, run_dir in result.sources.items():
-            if seed in merged.sources:
-                raise ConfigError(
-                    f"seed {seed} of {result.algo} on {result.env} is in both "
-                    f"{merged.sources[seed]} and {run_dir}: merged runs need other seeds (--seed)"
-                )
-        changed = {k: v for k, v in diff(first_cfg, cfg).items() if k not in MERGEABLE_FIELDS}
-        if changed:
-            details = ", ".join(f"{k} {a!r} vs {b!r}" for k, (a, b) in changed.items())
-            raise ConfigError(
-                f"{first_dir} and {next(iter(result.sources.values()))} are both {result.algo} "
-                f"on {result.env} "
-                f"but train differently ({details}): they cannot be merged as seeds"
-            )
-        merged = RunResult(
-            merged.env,
-            merged.algo,
-            merged.learned,
-            {**merged.sources, **result.sources},
-            {**merged.curves, **result.curves},
-            {**merged.finals, **result.finals},
-            {**merged.num_batches, **result.num_batches},
-        )
-    return merged
-
-
-def _algo_rank(algo: str) -> tuple[int, str]:
-    """Sort key of an algorithm: its place in ``ALGO_ORDER``, unknown ones after, by name."""
-    return (ALGO_ORDER.index(algo) if algo in ALGO_ORDER else len(ALGO_ORDER), algo)
-
-
-def load_runs(run_dirs: Sequence[Path]) -> list[RunResult]:
-    """One ``RunResult`` per (env, algorithm) of ``run_dirs``, maps in the order given and
-    algorithms in ``ALGO_ORDER``; directories of one (env, algorithm) are merged as more seeds.
-
-    ``ConfigError`` (one line, naming the directory) for a directory without a config, without
-    evaluation records or unreadable, for one seed in two directories, and for directories of
-    one (env, algorithm) whose configs train differently.
-    """
-    unique = list(dict.fromkeys(Path(run_dir) for run_dir in run_dirs))
-    if not unique:
-        raise ConfigError("no run directory to report on")
-    groups: dict[tuple[str, str], list[tuple[TrainConfig, RunResult]]] = {}
-    for run_dir in unique:
-        cfg, result = _load_run(run_dir)
-        groups.setdefault((result.env, result.algo), []).append((cfg, result))
-    merged = [_merge(group) for group in groups.values()]
-    maps = list(dict.fromkeys(result.env for result in merged))
-    return sorted(merged, key=lambda r: (maps.index(r.env), _algo_rank(r.algo)))
-
-
-def _maps(results: Sequence[RunResult]) -> list[str]:
-    """The maps of ``results`` in the order they come first."""
-    return list(dict.fromkeys(result.env for result in results))
-
-
-def _algos(results: Sequence[RunResult]) -> list[str]:
-    """The algorithms of ``results`` in the report's order (one colour and column each)."""
-    return sorted({result.algo for result in results}, key=_algo_rank)
-
-
 # ---------------------------------------------------------------------------- figures
-
-
-def eval_curve(result: RunResult, x: str = "env_steps") -> Curve:
-    """The greedy win rate of the executing policy: mean and min-max over seeds at each
-    evaluation, against env steps or the seeds' mean cumulative wall time there (``x``)."""
-    records = [point._asdict() for points in result.curves.values() for point in points]
-    win = curve(records, "win_rate")
-    wall = curve(records, "wall_time")
-    assert win is not None and wall is not None  # every seed has evaluations
-    steps = wall.mean if x == "wall_time" else win.steps
-    return Curve(steps, win.mean, win.low, win.high)
-
-
-def _num_batches_curve(result: RunResult) -> Curve | None:
-    """Mean K of the sampled DAGs over env steps, over seeds; None if never logged."""
-    records = [
-        {"env_steps": steps, "k": k}
-        for points in result.num_batches.values()
-        for steps, k in points
-    ]
-    return curve(records, "k")
 
 
 def _panel_grid(count: int) -> tuple[Figure, list[Axes]]:
@@ -417,8 +84,8 @@ def _style(ax: Axes, title: str, xlabel: str, ylabel: str) -> None:
 def curves_figure(results: Sequence[RunResult], x: str = "env_steps") -> Figure:
     """One panel per map, one line per algorithm: the mean greedy win rate of the executing
     policy over seeds with a min-max band, against env steps or cumulative wall time."""
-    algos = _algos(results)
-    maps = _maps(results)
+    algos = algos_of(results)
+    maps = maps_of(results)
     figure, axes = _panel_grid(len(maps))
     for ax, env in zip(axes, maps, strict=True):
         for result in (r for r in results if r.env == env):
@@ -436,12 +103,12 @@ def num_batches_figure(results: Sequence[RunResult]) -> Figure:
     """One panel per map of the B2MAPO runs: the mean number of batches K of the DAGs the
     generator sampled, over env steps (mean over seeds, min-max band)."""
     learned = [r for r in results if r.learned]
-    algos = _algos(results)
-    maps = _maps(learned)
+    algos = algos_of(results)
+    maps = maps_of(learned)
     figure, axes = _panel_grid(len(maps))
     for ax, env in zip(axes, maps, strict=True):
         for result in (r for r in learned if r.env == env):
-            found = _num_batches_curve(result)
+            found = num_batches_curve(result)
             if found is not None:
                 colour = f"C{algos.index(result.algo) % 10}"
                 _draw(ax, found, colour, f"{result.algo}, {len(result.seeds)} seed(s)", None)
@@ -455,143 +122,6 @@ def num_batches_figure(results: Sequence[RunResult]) -> Figure:
 def _save(figure: Figure, path: Path) -> None:
     """Write ``figure`` as a PNG (Agg canvas: no display, no pyplot state)."""
     figure.savefig(path, dpi=110)
-
-
-# ---------------------------------------------------------------------------- statistics
-
-
-def _rliable() -> tuple[Any, Any]:
-    """rliable's ``library`` and ``metrics`` modules; ``ConfigError`` if it is not installed."""
-    try:
-        from rliable import library, metrics
-    except ImportError:
-        raise ConfigError(RLIABLE_MISSING) from None
-    except Exception as error:  # e.g. arch < 8 (which rliable 1.2.0 needs) under pandas 3
-        raise ConfigError(
-            f"rliable is installed but fails to import ({type(error).__name__}: {error}); "
-            "rliable 1.2.0 needs arch<8, which needs pandas<3"
-        ) from None
-    return library, metrics
-
-
-@contextlib.contextmanager
-def _seeded(seed: int) -> Iterator[None]:
-    """numpy's global generator seeded for rliable's resamples, and restored after."""
-    state = np.random.get_state()
-    np.random.seed(seed)
-    try:
-        yield
-    finally:
-        np.random.set_state(state)
-
-
-def _interval_estimates(
-    scores: dict[str, Any], func: Any, reps: int, seed: int
-) -> dict[str, Estimate]:
-    """rliable's stratified-bootstrap interval estimates of ``func`` for each key."""
-    library, _ = _rliable()
-    with _seeded(seed):
-        points, intervals = library.get_interval_estimates(
-            scores, func, reps=reps, confidence_interval_size=CONFIDENCE
-        )
-    return {
-        key: Estimate(
-            float(np.ravel(points[key])[0]),
-            float(np.ravel(intervals[key])[0]),
-            float(np.ravel(intervals[key])[1]),
-        )
-        for key in scores
-    }
-
-
-def iqm_estimates(
-    scores: dict[str, np.ndarray], reps: int = BOOTSTRAP_REPS, seed: int = BOOTSTRAP_SEED
-) -> dict[str, Estimate]:
-    """The interquartile mean of each algorithm's scores ``[runs, tasks]`` (all runs and tasks
-    pooled) with its stratified-bootstrap confidence interval."""
-    _, metrics = _rliable()
-    return _interval_estimates(
-        scores, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=reps, seed=seed
-    )
-
-
-def improvement_estimates(
-    target: np.ndarray,
-    baselines: dict[str, np.ndarray],
-    reps: int = BOOTSTRAP_REPS,
-    seed: int = BOOTSTRAP_SEED,
-) -> dict[str, Estimate]:
-    """The probability that a run of ``target`` beats one of each baseline on a task,
-    averaged over tasks (scores ``[runs, tasks]``, same tasks), with its confidence interval."""
-    _, metrics = _rliable()
-    pairs = {name: [target, scores] for name, scores in baselines.items()}
-    return _interval_estimates(
-        pairs,
-        lambda x, y: np.array([metrics.probability_of_improvement(x, y)]),
-        reps=reps,
-        seed=seed,
-    )
-
-
-@dataclass(frozen=True)
-class ScoreMatrices:
-    """rliable's inputs: per algorithm, final win rates ``[runs, maps]`` on shared maps."""
-
-    maps: list[str]  # the maps every algorithm has: the aggregates' tasks
-    left_out: dict[str, list[str]]  # maps some algorithm lacks -> the algorithms they lack
-    scores: dict[str, np.ndarray]
-    seed_counts: dict[str, list[int]]  # algorithms whose seed counts differ across the maps
-
-
-def score_matrices(results: Sequence[RunResult]) -> ScoreMatrices:
-    """Each algorithm's final win rates on the maps every algorithm has, cut to its smallest
-    seed count over those maps (its lowest-numbered seeds) so that they form a matrix."""
-    by_key = {(r.env, r.algo): r for r in results}
-    algos = _algos(results)
-    maps = [env for env in _maps(results) if all((env, a) in by_key for a in algos)]
-    left_out = {
-        env: [a for a in algos if (env, a) not in by_key]
-        for env in _maps(results)
-        if env not in maps
-    }
-    scores, seed_counts = {}, {}
-    for algo in algos if maps else []:
-        wins = [by_key[(env, algo)].final_wins() for env in maps]
-        runs = min(len(w) for w in wins)
-        if any(len(w) != runs for w in wins):
-            seed_counts[algo] = [len(w) for w in wins]
-        scores[algo] = np.stack([w[:runs] for w in wins], axis=1)
-    return ScoreMatrices(maps, left_out, scores, seed_counts)
-
-
-def aggregate_statistics(
-    results: Sequence[RunResult], reps: int = BOOTSTRAP_REPS, seed: int = BOOTSTRAP_SEED
-) -> dict[str, Any]:
-    """IQM per algorithm and the probability of improvement of ``TARGET_ALGO`` over each
-    other algorithm, over all shared maps and seeds, as JSON-ready data."""
-    matrices = score_matrices(results)
-    stats: dict[str, Any] = {
-        "maps": matrices.maps,
-        "left_out_maps": list(matrices.left_out),
-        "missing_algos": matrices.left_out,
-        "runs": {algo: int(s.shape[0]) for algo, s in matrices.scores.items()},
-        "seed_counts_per_map": matrices.seed_counts,
-        "reps": reps,
-        "confidence": CONFIDENCE,
-        "bootstrap_seed": seed,
-        "iqm": {},
-        "target": TARGET_ALGO,
-        "probability_of_improvement": {},
-    }
-    if not matrices.scores:
-        return stats
-    iqm = iqm_estimates(matrices.scores, reps, seed)
-    stats["iqm"] = {algo: estimate._asdict() for algo, estimate in iqm.items()}
-    baselines = {a: s for a, s in matrices.scores.items() if a != TARGET_ALGO}
-    if TARGET_ALGO in matrices.scores and baselines:
-        poi = improvement_estimates(matrices.scores[TARGET_ALGO], baselines, reps, seed)
-        stats["probability_of_improvement"] = {a: e._asdict() for a, e in poi.items()}
-    return stats
 
 
 # ---------------------------------------------------------------------------- data files
@@ -647,11 +177,6 @@ def marl_eval_data(results: Sequence[RunResult]) -> dict[str, Any]:
     return data
 
 
-def _write_json(path: Path, data: Any) -> None:
-    """Write strict JSON (no NaN) atomically: readers never see half a file."""
-    atomic_write(path, json.dumps(data, indent=2, allow_nan=False).encode())
-
-
 # ---------------------------------------------------------------------------- markdown
 
 
@@ -683,10 +208,10 @@ def _mean_pm_std(values: np.ndarray) -> str:
 
 def _final_section(results: Sequence[RunResult]) -> str:
     """The table of final greedy win rates, map × algorithm."""
-    algos = _algos(results)
+    algos = algos_of(results)
     by_key = {(r.env, r.algo): r for r in results}
     rows = []
-    for env in _maps(results):
+    for env in maps_of(results):
         row: list[str] = [env]
         for algo in algos:
             result = by_key.get((env, algo))
@@ -870,7 +395,7 @@ def build_report(
     with a B2MAPO run), ``results.json``, ``marl_eval.json`` and ``report.md``.
     ``ConfigError`` if rliable is missing or a run directory cannot be reported on.
     """
-    _rliable()
+    rliable_modules()  # missing: fail before any work
     results = load_runs(run_dirs)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -882,8 +407,8 @@ def build_report(
     else:  # a figure left by an earlier report would contradict this one
         (out_dir / NUM_BATCHES_FILE).unlink(missing_ok=True)
     stats = aggregate_statistics(results, BOOTSTRAP_REPS, BOOTSTRAP_SEED)
-    _write_json(out_dir / RESULTS_FILE, results_data(results, stats))
-    _write_json(out_dir / MARL_EVAL_FILE, marl_eval_data(results))
+    write_json(out_dir / RESULTS_FILE, results_data(results, stats))
+    write_json(out_dir / MARL_EVAL_FILE, marl_eval_data(results))
     path = out_dir / REPORT_FILE
     atomic_write(path, report_markdown(results, stats, title, extra_markdown).encode())
     return path

@@ -13,23 +13,18 @@ from typing import Any
 
 from rich.console import Console
 
-from b2mapo.checkpoint import atomic_write
 from b2mapo.config import TrainConfig
 from b2mapo.envs.registry import is_host, make_env
 from b2mapo.errors import ConfigError
 from b2mapo.reproduce.suites import MapSetting, Suite
 from b2mapo.reproduce.timing import decision_times, machine_info, round_times
+from b2mapo.rundir import finished, write_json
 
 SUITE_FILE = "suite.json"
 TIMING_FILE = "timing.json"
 # Relative cost of an env step per algorithm, for the ETA before this session has timed one
 # (round time over MAPPO's on smax:3m, docs/algorithms.md).
 STEP_COST = {"mappo": 1.0, "happo": 1.25, "a2po": 1.25, "b2mapo-fixed": 1.15, "b2mapo": 1.8}
-
-
-def finished(cfg: TrainConfig) -> bool:
-    """A run is finished once its summary exists (written last, atomically)."""
-    return (Path(cfg.run_dir) / "summary.json").is_file()
 
 
 def _claim(out: Path, suite: Suite) -> None:
@@ -47,7 +42,7 @@ def _claim(out: Path, suite: Suite) -> None:
         "commit": _commit(),
         "machine": machine_info(),
     }
-    atomic_write(path, json.dumps(record, indent=2).encode())
+    write_json(path, record, allow_nan=True)
 
 
 def _commit() -> str:
@@ -108,7 +103,7 @@ def _time_tables(
         "algos": {algo: rounds[algo] | decisions[algo] for algo in runs},
         "machine": machine_info(),
     }
-    atomic_write(path, json.dumps(table, indent=2).encode())
+    write_json(path, table, allow_nan=True)
     return table
 
 
@@ -127,10 +122,10 @@ def run_suite(suite: Suite, out: Path, console: Console | None = None) -> Path:
     tables = []
     for index, (setting, algo, cfg) in enumerate(runs, start=1):
         head = f"[{index}/{len(runs)}] {setting.env} {algo}"
-        if finished(cfg):
+        if finished(Path(cfg.run_dir)):
             console.print(f"{head}: finished, skipped")
         else:
-            left = [c for _, _, c in runs[index - 1 :] if not finished(c)]
+            left = [c for _, _, c in runs[index - 1 :] if not finished(Path(c.run_dir))]
             elapsed = (time.perf_counter() - started) / 60
             console.print(
                 f"[bold]{head}[/]: {cfg.seeds} seeds x {cfg.total_steps:,} env steps "
@@ -202,7 +197,7 @@ def suite_time_tables(run_dirs: list[Path]) -> str:
 def pictures_markdown(out: Path, runs: list[tuple[MapSetting, str, TrainConfig]]) -> str:
     """Pictures of each map's B2MAPO run: its DAG over training (strip and GIF) and, on SMAX,
     one greedy episode of π acting batch by batch, allies coloured by batch."""
-    from b2mapo.plots import plot_dag_history
+    from b2mapo.dag_plots import plot_dag_history
     from b2mapo.replay import replay
 
     lines = []

@@ -4,22 +4,20 @@ appended to ``dag_history.jsonl``; ``b2mapo plot --history`` draws it as a strip
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from b2mapo.checkpoint import atomic_write
+from b2mapo import rundir
 from b2mapo.state import Policies
 from b2mapo.upper.dag import DagAction, edges, layering
 
 if TYPE_CHECKING:
     from b2mapo.upper.round import LearnedRound
 
-HISTORY_FILE = "dag_history.jsonl"
 # Key of the environment resets the DAG figures and the history are drawn at: figures of
 # different checkpoints and seeds of a run show the generator at the same states.
 PLOT_RESET_KEY = 7
@@ -80,18 +78,10 @@ class DagRecorder:
     run's ``dag_history.jsonl``: one record per evaluation."""
 
     def __init__(self, learned: LearnedRound, run_dir: Path) -> None:
-        self.path = Path(run_dir) / HISTORY_FILE
+        self.path = Path(run_dir) / rundir.HISTORY_FILE
         self._steps_per_update = learned.cfg.steps_per_update
         key = jax.random.PRNGKey(PLOT_RESET_KEY)
         self._probe = jax.jit(lambda policies: generator_at(learned, policies, key, 0, True))
-
-    def keep_until(self, update: int) -> None:
-        """Drop records past ``update`` (written after the checkpoint a run resumes from)."""
-        if not self.path.exists():
-            return
-        lines = [line for line in self.path.read_text().splitlines() if line.strip()]
-        kept = [line for line in lines if json.loads(line)["update"] <= update]
-        atomic_write(self.path, "".join(line + "\n" for line in kept).encode())
 
     def record(self, policies: Policies, update: int) -> None:
         """Append the DAG of ``policies`` (one seed's) after ``update`` updates."""
@@ -105,14 +95,4 @@ class DagRecorder:
             "adjacency": np.asarray(adjacency).astype(int).tolist(),
             "batch_index": np.asarray(layering(adjacency)).tolist(),
         }
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-
-
-def read_history(run_dir: Path) -> list[dict[str, Any]]:
-    """A run's DAG records in update order (empty if it has none)."""
-    path = Path(run_dir) / HISTORY_FILE
-    if not path.is_file():
-        return []
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    return sorted((json.loads(line) for line in lines), key=lambda r: r["update"])
+        rundir.append_records(self.path, [record])
