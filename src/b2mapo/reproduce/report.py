@@ -26,7 +26,7 @@ from matplotlib.ticker import EngFormatter
 
 from b2mapo import checkpoint
 from b2mapo.checkpoint import atomic_write
-from b2mapo.config import RESUMABLE_CHANGES, TrainConfig, diff
+from b2mapo.config import TrainConfig, diff, tagged_fields
 from b2mapo.errors import ConfigError
 from b2mapo.plots import Curve, curve
 from b2mapo.runner import METRICS_FILE
@@ -52,7 +52,7 @@ TARGET_ALGO = "b2mapo"
 # The report's order of the algorithms it knows; any others follow, sorted by name.
 ALGO_ORDER = ("mappo", "happo", "a2po", "b2mapo-fixed", "b2mapo")
 # Config fields in which run directories merged as seeds of one algorithm may differ.
-MERGEABLE_FIELDS = RESUMABLE_CHANGES | {"seed", "seeds", "out", "time_updates"}
+MERGEABLE_FIELDS = tagged_fields("mergeable")
 RLIABLE_MISSING = "the report's statistics need rliable: pip install -e '.[report]'"
 UNFINISHED_MARK = "†"
 
