@@ -11,7 +11,6 @@ from b2mapo.config import TrainConfig
 from b2mapo.engine import (
     LearnerState,
     make_optimiser,
-    make_units,
     optimiser_step,
     round_learning_rate,
     surrogate_objective,
@@ -28,6 +27,7 @@ from b2mapo.losses import (
 )
 from b2mapo.networks import Networks
 from b2mapo.rollout import Trajectory
+from b2mapo.units import make_units
 
 
 def masked_round(

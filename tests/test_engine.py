@@ -11,8 +11,6 @@ from b2mapo import engine
 from b2mapo.engine import (
     StageCarry,
     batch_sequential_update,
-    make_units,
-    pack_windows,
     prepare_round,
     run_stage,
 )
@@ -21,6 +19,7 @@ from b2mapo.networks import preceding_actions
 from b2mapo.partition import make_partitioner
 from b2mapo.rollout import rollout
 from b2mapo.train import Trainer
+from b2mapo.units import make_units, pack_windows, window_batch
 from tests import mappo_reference, masked_reference
 
 
@@ -297,7 +296,7 @@ def test_units_replay_reproduces_rollout_log_probs(tiny_config, algo: str) -> No
     windows = pack_windows(
         jnp.ones(units.num_units, bool), jnp.arange(units.num_units), units.num_units, 0, 3
     )
-    batch = engine.window_batch(units, windows, jnp.int32(0), units.num_units)
+    batch = window_batch(units, windows, jnp.int32(0), units.num_units)
     logits = engine.window_logits(learner.params["actor"], trainer.networks, batch)
     replayed = categorical_log_prob(logits, batch.action)
     np.testing.assert_allclose(
