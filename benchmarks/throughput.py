@@ -51,7 +51,7 @@ from rich.table import Table
 from timing import Timed, compile_timed, interleaved, machine_info
 
 from b2mapo.config import TrainConfig, resolve
-from b2mapo.engine import LearnerState, batch_sequential_update
+from b2mapo.engine import EngineSettings, LearnerState, batch_sequential_update
 from b2mapo.envs import Env, EnvSpec, TimeStep
 from b2mapo.networks import Networks
 from b2mapo.rollout import Trajectory, rollout
@@ -239,7 +239,9 @@ def bench_map(
     def update_one(
         learner: LearnerState, trajectory: Trajectory, key: jax.Array
     ) -> tuple[LearnerState, dict[str, jax.Array]]:
-        return batch_sequential_update(learner, trajectory, key, networks, trainer.partitioner, cfg)
+        return batch_sequential_update(
+            learner, trajectory, key, networks, trainer.partitioner, EngineSettings.of(cfg)
+        )
 
     rollout_c, rollout_compile = compile_timed(
         jax.jit(rollout_one), one.learner.params, one.loop, key

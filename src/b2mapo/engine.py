@@ -19,6 +19,7 @@ under the seed ``vmap``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import jax
@@ -26,7 +27,7 @@ import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
 
-from b2mapo.config import TrainConfig
+from b2mapo.config import Advantage, PrecedingFactor, Ratio, TrainConfig
 from b2mapo.losses import (
     ValueNorm,
     categorical_entropy,
@@ -55,6 +56,55 @@ from b2mapo.units import (
 STAGE_METRICS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "grad_norm")
 
 
+@dataclass(frozen=True)
+class EngineSettings:
+    """What the engine reads of a run's configuration, fixed when it is traced; ``of`` builds
+    it from a ``TrainConfig`` (see there for each field)."""
+
+    lr: float
+    anneal_lr: bool
+    num_updates: int
+    max_grad_norm: float
+    value_norm: bool
+    gamma: float
+    gae_lambda: float
+    clip_eps: float
+    ent_coef: float
+    huber_delta: float
+    epochs: int
+    minibatches: int
+    recurrent_chunk: int
+    ratio: Ratio
+    advantage: Advantage
+    preceding_factor: PrecedingFactor
+    single_stage: bool
+    """Every agent is in one batch by construction (MAPPO, π_ind's update): the round is one
+    stage, traced without the stage loop and the ratio refresh it never runs."""
+
+    @classmethod
+    def of(cls, cfg: TrainConfig) -> EngineSettings:
+        """The engine's settings for training ``cfg``'s policy π."""
+        return cls(
+            lr=cfg.lr,
+            anneal_lr=cfg.anneal_lr,
+            num_updates=cfg.num_updates,
+            max_grad_norm=cfg.max_grad_norm,
+            value_norm=cfg.value_norm,
+            gamma=cfg.gamma,
+            gae_lambda=cfg.gae_lambda,
+            clip_eps=cfg.clip_eps,
+            ent_coef=cfg.ent_coef,
+            huber_delta=cfg.huber_delta,
+            epochs=cfg.epochs,
+            minibatches=cfg.minibatches,
+            recurrent_chunk=cfg.recurrent_chunk,
+            ratio=cfg.ratio,
+            advantage=cfg.advantage,
+            preceding_factor=cfg.preceding_factor,
+            single_stage=cfg.partition == "single",
+        )
+
+
 class LearnerState(NamedTuple):
     """Parameters and optimiser states of actor and critic, the value normaliser, and the
     number of update rounds done (it sets the learning rate). With independent parameters
@@ -67,7 +117,7 @@ class LearnerState(NamedTuple):
     rounds: jax.Array
 
 
-def make_optimiser(cfg: TrainConfig) -> optax.GradientTransformation:
+def make_optimiser(settings: EngineSettings) -> optax.GradientTransformation:
     """Adam with global-norm clipping; its learning rate is a state entry that
     ``batch_sequential_update`` sets once per round (``round_learning_rate``).
 
@@ -75,8 +125,8 @@ def make_optimiser(cfg: TrainConfig) -> optax.GradientTransformation:
     engine steps it on that vector (``ravel``): a handful of XLA kernels per step instead of a
     few per parameter array, which made up a third of an update's compile.
     """
-    adam = optax.inject_hyperparams(optax.adam)(learning_rate=cfg.lr, eps=1e-5)
-    return optax.flatten(optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), adam))
+    adam = optax.inject_hyperparams(optax.adam)(learning_rate=settings.lr, eps=1e-5)
+    return optax.flatten(optax.chain(optax.clip_by_global_norm(settings.max_grad_norm), adam))
 
 
 def ravel(params: Params, per_agent: bool) -> tuple[jax.Array, Callable[[jax.Array], Params]]:
@@ -89,15 +139,15 @@ def ravel(params: Params, per_agent: bool) -> tuple[jax.Array, Callable[[jax.Arr
     return jax.vmap(lambda tree: ravel_pytree(tree)[0])(params), jax.vmap(unravel_one)
 
 
-def round_learning_rate(cfg: TrainConfig, rounds: jax.Array) -> jax.Array:
+def round_learning_rate(settings: EngineSettings, rounds: jax.Array) -> jax.Array:
     """Learning rate of round ``rounds``: linear decay to zero over the run when annealed.
 
     It decays per round, not per optimiser step, so a round of K stages (K x the optimiser
     steps of a MAPPO round) follows the same schedule as MAPPO's.
     """
-    if not cfg.anneal_lr:
-        return jnp.float32(cfg.lr)
-    return jnp.float32(cfg.lr) * jnp.maximum(0.0, 1.0 - rounds / cfg.num_updates)
+    if not settings.anneal_lr:
+        return jnp.float32(settings.lr)
+    return jnp.float32(settings.lr) * jnp.maximum(0.0, 1.0 - rounds / settings.num_updates)
 
 
 def _with_learning_rate(opt_state: optax.OptState, lr: jax.Array) -> optax.OptState:
@@ -108,13 +158,13 @@ def _with_learning_rate(opt_state: optax.OptState, lr: jax.Array) -> optax.OptSt
     return clip_state, adam_state._replace(hyperparams=hyperparams)
 
 
-def init_learner(networks: Networks, cfg: TrainConfig, key: jax.Array) -> LearnerState:
+def init_learner(networks: Networks, settings: EngineSettings, key: jax.Array) -> LearnerState:
     """Fresh parameters, optimiser states (one per agent with independent parameters) and
     value normaliser."""
     params = networks.init(key)
-    optimiser = make_optimiser(cfg)
+    optimiser = make_optimiser(settings)
     init = optimiser.init if networks.share_params else jax.vmap(optimiser.init)
-    value_norm = ValueNorm.create() if cfg.value_norm else ValueNorm.identity()
+    value_norm = ValueNorm.create() if settings.value_norm else ValueNorm.identity()
     return LearnerState(
         params, init(params["actor"]), init(params["critic"]), value_norm, jnp.int32(0)
     )
@@ -149,7 +199,7 @@ def optimiser_step(
 
 
 def surrogate_objective(
-    log_ratio: jax.Array, advantages: jax.Array, preceding: jax.Array, cfg: TrainConfig
+    log_ratio: jax.Array, advantages: jax.Array, preceding: jax.Array, settings: EngineSettings
 ) -> jax.Array:
     """Per-sample clipped objective of a stage (eq. 10-12).
 
@@ -160,14 +210,14 @@ def surrogate_objective(
     """
     ratio = jnp.exp(log_ratio)
     preceding = jax.lax.stop_gradient(preceding)
-    if cfg.preceding_factor == "clipped":
-        half = cfg.clip_eps / 2
+    if settings.preceding_factor == "clipped":
+        half = settings.clip_eps / 2
         return clipped_surrogate(
-            ratio * jnp.clip(preceding, 1 - half, 1 + half), advantages, cfg.clip_eps
+            ratio * jnp.clip(preceding, 1 - half, 1 + half), advantages, settings.clip_eps
         )
-    if cfg.preceding_factor == "happo":
-        return preceding * clipped_surrogate(ratio, advantages, cfg.clip_eps)
-    return clipped_surrogate(ratio, advantages, cfg.clip_eps)
+    if settings.preceding_factor == "happo":
+        return preceding * clipped_surrogate(ratio, advantages, settings.clip_eps)
+    return clipped_surrogate(ratio, advantages, settings.clip_eps)
 
 
 def advantage_scores(advantages: jax.Array, values: jax.Array, active: jax.Array) -> jax.Array:
@@ -200,7 +250,7 @@ def window_loss(
     networks: Networks,
     batch: WindowBatch,
     inputs: StageInputs,
-    cfg: TrainConfig,
+    settings: EngineSettings,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Sum over a window's samples of the actor loss (surrogate, entropy bonus, distillation)
     plus the critic loss (clipped, Huber); the minibatch divides by its sample counts.
@@ -210,7 +260,7 @@ def window_loss(
     logits = window_logits(params["actor"], networks, batch)
     log_ratio = categorical_log_prob(logits, batch.action) - batch.log_prob  # [L, W]
     sample_ratio = log_ratio
-    if cfg.ratio == "joint":  # eq. 11: product over the group's units (same step, batch k)
+    if settings.ratio == "joint":  # eq. 11: product over the group's units (same step, batch k)
         window = batch.segment.shape[0]
         summed = jax.ops.segment_sum(
             jnp.where(batch.valid, log_ratio, 0.0).T, batch.segment, num_segments=window
@@ -218,7 +268,7 @@ def window_loss(
         log_ratio = summed[batch.segment].T
     advantages = jnp.take(inputs.advantages, batch.unit, axis=1)
     preceding = jnp.take(inputs.preceding, batch.group, axis=1)
-    surrogate = surrogate_objective(log_ratio, advantages, preceding, cfg)
+    surrogate = surrogate_objective(log_ratio, advantages, preceding, settings)
     policy_weight = batch.active.astype(jnp.float32)
     value_weight = jnp.broadcast_to(batch.valid, batch.action.shape).astype(jnp.float32)
 
@@ -227,7 +277,7 @@ def window_loss(
 
     entropy = total(categorical_entropy(logits), policy_weight)
     policy = -total(surrogate, policy_weight)
-    actor_loss = policy - cfg.ent_coef * entropy
+    actor_loss = policy - settings.ent_coef * entropy
     sums = {"policy_loss": policy, "entropy": entropy}
     if batch.teacher is not None:
         kl = categorical_kl(batch.teacher, logits) * batch.teacher_weight
@@ -235,11 +285,13 @@ def window_loss(
         actor_loss = actor_loss + sums["distill_loss"]
     values = networks.unit_values(params["critic"], batch.agent, batch.state, batch.obs)
     targets = jnp.take(inputs.value_targets, batch.unit, axis=1)
-    errors = clipped_value_loss(values, batch.value, targets, cfg.clip_eps, cfg.huber_delta)
+    errors = clipped_value_loss(
+        values, batch.value, targets, settings.clip_eps, settings.huber_delta
+    )
     sums["value_loss"] = total(errors, value_weight)
     ratio = jnp.exp(sample_ratio)
     sums["approx_kl"] = total((ratio - 1.0) - sample_ratio, policy_weight)
-    sums["clipfrac"] = total(jnp.abs(ratio - 1.0) > cfg.clip_eps, policy_weight)
+    sums["clipfrac"] = total(jnp.abs(ratio - 1.0) > settings.clip_eps, policy_weight)
     return actor_loss + sums["value_loss"], sums
 
 
@@ -259,7 +311,7 @@ def prepare_round(
     trajectory: Trajectory,
     key: jax.Array,
     partitioner: Partitioner,
-    cfg: TrainConfig,
+    settings: EngineSettings,
 ) -> RoundContext:
     """TD errors of the rollout, the partition (A2PO's is chosen here, from advantages) and
     the rollout as training units."""
@@ -267,15 +319,17 @@ def prepare_round(
     values = learner.value_norm.denormalise(tr.value)
     next_values = learner.value_norm.denormalise(tr.next_value)
     terminated = tr.terminated[..., None].astype(jnp.float32)
-    deltas = td_errors(tr.reward[..., None], values, next_values, terminated, cfg.gamma)
+    deltas = td_errors(tr.reward[..., None], values, next_values, terminated, settings.gamma)
     done = tr.done[..., None].astype(jnp.float32)
     active = tr.avail.sum(-1) > 1
     batch_index = tr.batch_index
     if partitioner.needs_scores:
-        plain = corrected_gae(deltas, jnp.ones_like(deltas), done, cfg.gamma, cfg.gae_lambda)
+        plain = corrected_gae(
+            deltas, jnp.ones_like(deltas), done, settings.gamma, settings.gae_lambda
+        )
         order = partitioner.partition(key, advantage_scores(plain, values, active))
         batch_index = jnp.broadcast_to(order, batch_index.shape)
-    units = make_units(trajectory, batch_index, cfg.recurrent_chunk)
+    units = make_units(trajectory, batch_index, settings.recurrent_chunk)
     return RoundContext(units, batch_index, values, deltas, done, active)
 
 
@@ -301,12 +355,6 @@ def refresh_log_ratios(
     return jax.lax.fori_loop(0, windows.count, refresh, log_ratio)
 
 
-def single_stage(cfg: TrainConfig) -> bool:
-    """Every agent is in one batch by construction (MAPPO, and π_ind's update): the round is
-    one stage, traced without the stage loop and the ratio refresh it never runs."""
-    return cfg.partition == "single"
-
-
 class StageCarry(NamedTuple):
     """What the stage loop carries."""
 
@@ -320,13 +368,13 @@ class StageCarry(NamedTuple):
 
 
 def run_stage(
-    carry: StageCarry, ctx: RoundContext, networks: Networks, cfg: TrainConfig
+    carry: StageCarry, ctx: RoundContext, networks: Networks, settings: EngineSettings
 ) -> StageCarry:
     """Update batch ``carry.stage``: refresh the earlier agents' ratios, correct the
     advantages, then PPO on this batch's units only."""
     learner, units, stage = carry.learner, ctx.units, carry.stage
     n = units.num_agents
-    width = window_size(units.num_units, n, cfg.minibatches, single_stage(cfg))
+    width = window_size(units.num_units, n, settings.minibatches, settings.single_stage)
     num_envs = ctx.deltas.shape[1]
     earlier = units.batch_index < stage
     # ρ needs the earlier batches' probabilities under the current parameters (SPEC §2):
@@ -339,25 +387,25 @@ def run_stage(
     agent_of = jnp.arange(units.num_units) % n
     stale = carry.agent_updated_at[agent_of] >= carry.refreshed_at
     refresh = earlier & needed & stale
-    if single_stage(cfg):  # no earlier batch: nothing to refresh, and no refresh to compile
+    if settings.single_stage:  # no earlier batch: nothing to refresh, and no refresh to compile
         log_ratio = carry.log_ratio
     else:
         log_ratio = refresh_log_ratios(
             learner.params["actor"], carry.log_ratio, refresh, units, networks, width
         )
-    chunk = cfg.recurrent_chunk
+    chunk = settings.recurrent_chunk
     preceding_log = jnp.where(earlier, log_ratio, 0.0).reshape(chunk, -1, n).sum(-1)  # [L, G]
     preceding = jnp.exp(preceding_log)
-    if cfg.advantage == "corrected":
+    if settings.advantage == "corrected":
         trace = jnp.minimum(1.0, from_groups(preceding, num_envs))[..., None]
     else:
         trace = jnp.ones((1, 1, 1))
     trace = jnp.broadcast_to(trace, ctx.deltas.shape)
-    advantages = corrected_gae(ctx.deltas, trace, ctx.done, cfg.gamma, cfg.gae_lambda)
+    advantages = corrected_gae(ctx.deltas, trace, ctx.done, settings.gamma, settings.gae_lambda)
     targets = advantages + ctx.values
     stage_mask = ctx.batch_index == stage
     value_norm = learner.value_norm
-    if cfg.value_norm:  # a stage without samples leaves the statistics alone
+    if settings.value_norm:  # a stage without samples leaves the statistics alone
         updated_norm = value_norm.update(targets, stage_mask, beta=0.99999)
         value_norm = jax.tree.map(
             lambda new, old: jnp.where(jnp.any(stage_mask), new, old), updated_norm, value_norm
@@ -367,10 +415,10 @@ def run_stage(
         value_targets=to_units(value_norm.normalise(targets), chunk),
         preceding=preceding,
     )
-    joint = cfg.ratio == "joint"
+    joint = settings.ratio == "joint"
     slack = n - 1 if joint else 0
     window = width + slack
-    optimiser = make_optimiser(cfg)
+    optimiser = make_optimiser(settings)
     # The PPO steps run on the parameters as flat vectors (see ``make_optimiser``).
     independent = not networks.share_params
     flat_actor, unravel_actor = ravel(learner.params["actor"], independent)
@@ -392,7 +440,7 @@ def run_stage(
         def accumulate(index: jax.Array, acc: tuple) -> tuple:
             grads, sums, policy_count, value_count = acc
             batch = window_batch(units, windows, index, window)
-            new_grads, new_sums = grad_fn(learner.params, networks, batch, inputs, cfg)
+            new_grads, new_sums = grad_fn(learner.params, networks, batch, inputs, settings)
             per_agent = batch.agent[:, None] == agents  # [W, n]
             policy_count += jnp.sum(per_agent * batch.active.sum(0)[:, None], axis=0)
             value_count += jnp.sum(per_agent * batch.valid[:, None], axis=0) * chunk
@@ -437,7 +485,7 @@ def run_stage(
         unit_ids = jnp.arange(units.num_units)
         rank = group_rank[unit_ids // n] * n + unit_ids % n
         windows = pack_windows(member, rank, width, slack, n)
-        edges = windows.count * jnp.arange(cfg.minibatches + 1) // cfg.minibatches
+        edges = windows.count * jnp.arange(settings.minibatches + 1) // settings.minibatches
         (learner, _), out = jax.lax.scan(
             minibatch_step, (learner, windows), (edges[:-1], edges[1:])
         )
@@ -448,7 +496,7 @@ def run_stage(
         value_norm=value_norm, params={"actor": flat_actor, "critic": flat_critic}
     )
     learner, (metrics, took_step) = jax.lax.scan(
-        epoch, learner, jax.random.split(stage_key, cfg.epochs)
+        epoch, learner, jax.random.split(stage_key, settings.epochs)
     )
     learner = learner._replace(params=unravel(learner.params))
     steps = jnp.maximum(took_step.sum(), 1)
@@ -477,17 +525,17 @@ def batch_sequential_update(
     key: jax.Array,
     networks: Networks,
     partitioner: Partitioner,
-    cfg: TrainConfig,
+    settings: EngineSettings,
 ) -> tuple[LearnerState, dict[str, jax.Array]]:
     """One round of the engine over a rollout; returns the new learner state and metrics
     (stage metrics averaged over the K stages, plus ``num_batches``)."""
     partition_key, key = jax.random.split(key)
-    lr = round_learning_rate(cfg, learner.rounds)
+    lr = round_learning_rate(settings, learner.rounds)
     learner = learner._replace(
         actor_opt=_with_learning_rate(learner.actor_opt, lr),
         critic_opt=_with_learning_rate(learner.critic_opt, lr),
     )
-    ctx = prepare_round(learner, trajectory, partition_key, partitioner, cfg)
+    ctx = prepare_round(learner, trajectory, partition_key, partitioner, settings)
     num_batches = jnp.max(ctx.batch_index) + 1
     names = STAGE_METRICS + (("distill_loss",) if trajectory.distill is not None else ())
     start = StageCarry(
@@ -499,12 +547,12 @@ def batch_sequential_update(
         jnp.int32(0),
         {name: jnp.float32(0.0) for name in names},
     )
-    if single_stage(cfg):
-        final = run_stage(start, ctx, networks, cfg)
+    if settings.single_stage:
+        final = run_stage(start, ctx, networks, settings)
     else:
         final = jax.lax.while_loop(
             lambda carry: carry.stage < num_batches,
-            lambda carry: run_stage(carry, ctx, networks, cfg),
+            lambda carry: run_stage(carry, ctx, networks, settings),
             start,
         )
     metrics = {k: v / num_batches for k, v in final.metric_sums.items()}

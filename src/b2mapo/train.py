@@ -15,7 +15,7 @@ from jax.experimental import io_callback
 from b2mapo.config import ConfigError, TrainConfig
 from b2mapo.dag import log_prob
 from b2mapo.derived import DerivedState, make_derived
-from b2mapo.engine import LearnerState, batch_sequential_update, init_learner
+from b2mapo.engine import EngineSettings, LearnerState, batch_sequential_update, init_learner
 from b2mapo.envs.core import TimeStep, reset_batch, step_batch
 from b2mapo.envs.host.pool import HostPool
 from b2mapo.envs.registry import is_host, make_env, make_host_env
@@ -228,7 +228,7 @@ class Trainer:
 
     def _init_one(self, key: jax.Array) -> RunnerState:
         param_key, env_key, upper_key, derived_key, key = jax.random.split(key, 5)
-        learner = init_learner(self.networks, self.cfg, param_key)
+        learner = init_learner(self.networks, EngineSettings.of(self.cfg), param_key)
         loop = reset_envs(self.env, self.networks, env_key, self.cfg.num_envs)
         state = RunnerState(learner, loop, key, jnp.int32(0))
         if self.learned:
@@ -312,7 +312,12 @@ class Trainer:
     ) -> tuple[LearnerState, dict[str, jax.Array]]:
         """π's batch-sequential engine update on the round's rollout (every algorithm's)."""
         return batch_sequential_update(
-            state.learner, collected.trajectory, key, self.networks, self.partitioner, self.cfg
+            state.learner,
+            collected.trajectory,
+            key,
+            self.networks,
+            self.partitioner,
+            EngineSettings.of(self.cfg),
         )
 
     def collect_learned(self, state: RunnerState, key: jax.Array) -> Collected:
