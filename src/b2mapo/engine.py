@@ -18,6 +18,7 @@ under the seed ``vmap``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -45,6 +46,7 @@ from b2mapo.rollout import Trajectory
 from b2mapo.units import (
     Units,
     WindowBatch,
+    Windows,
     from_groups,
     make_units,
     pack_windows,
@@ -367,44 +369,52 @@ class StageCarry(NamedTuple):
     metric_sums: dict[str, jax.Array]  # per-stage means, summed over stages
 
 
-def run_stage(
-    carry: StageCarry, ctx: RoundContext, networks: Networks, settings: EngineSettings
-) -> StageCarry:
-    """Update batch ``carry.stage``: refresh the earlier agents' ratios, correct the
-    advantages, then PPO on this batch's units only."""
-    learner, units, stage = carry.learner, ctx.units, carry.stage
-    n = units.num_agents
-    width = window_size(units.num_units, n, settings.minibatches, settings.single_stage)
-    num_envs = ctx.deltas.shape[1]
+def earlier_log_ratios(
+    carry: StageCarry, ctx: RoundContext, networks: Networks, settings: EngineSettings, width: int
+) -> tuple[jax.Array, jax.Array]:
+    """The log-ratios with those of the earlier batches' units that this stage needs brought
+    up to date, and which units were recomputed (``[L, U]``, ``[U]``).
+
+    ρ needs the earlier batches' probabilities under the current parameters (SPEC §2):
+    recompute a unit's where its agent's parameters changed since it was last computed (with
+    shared parameters every stage changes every agent), and only where this stage's
+    advantages look: from the env's first chunk that holds a unit of this batch on.
+    """
+    units, stage = ctx.units, carry.stage
+    n, num_envs = units.num_agents, ctx.deltas.shape[1]
     earlier = units.batch_index < stage
-    # ρ needs the earlier batches' probabilities under the current parameters (SPEC §2):
-    # recompute a unit's where its agent's parameters changed since it was last computed
-    # (with shared parameters every stage changes every agent), and only where this stage's
-    # advantages look: from the env's first chunk that holds a unit of this batch on.
-    member = units.batch_index == stage
-    here = member.reshape(-1, num_envs, n).any(-1)  # [C, E]
+    here = (units.batch_index == stage).reshape(-1, num_envs, n).any(-1)  # [C, E]
     needed = jnp.repeat((jnp.cumsum(here, axis=0) > 0).reshape(-1), n)  # [U]
     agent_of = jnp.arange(units.num_units) % n
     stale = carry.agent_updated_at[agent_of] >= carry.refreshed_at
     refresh = earlier & needed & stale
     if settings.single_stage:  # no earlier batch: nothing to refresh, and no refresh to compile
-        log_ratio = carry.log_ratio
-    else:
-        log_ratio = refresh_log_ratios(
-            learner.params["actor"], carry.log_ratio, refresh, units, networks, width
-        )
-    chunk = settings.recurrent_chunk
-    preceding_log = jnp.where(earlier, log_ratio, 0.0).reshape(chunk, -1, n).sum(-1)  # [L, G]
-    preceding = jnp.exp(preceding_log)
+        return carry.log_ratio, refresh
+    actor = carry.learner.params["actor"]
+    return refresh_log_ratios(actor, carry.log_ratio, refresh, units, networks, width), refresh
+
+
+def stage_inputs(
+    log_ratio: jax.Array,
+    ctx: RoundContext,
+    value_norm: ValueNorm,
+    stage: jax.Array,
+    settings: EngineSettings,
+) -> tuple[StageInputs, ValueNorm]:
+    """The stage's advantages (corrected for the earlier batches' ratios, eq. 1) and value
+    targets, and the value normaliser updated on its targets."""
+    units, chunk = ctx.units, settings.recurrent_chunk
+    earlier = units.batch_index < stage
+    preceding_log = jnp.where(earlier, log_ratio, 0.0).reshape(chunk, -1, units.num_agents)
+    preceding = jnp.exp(preceding_log.sum(-1))  # [L, G]
     if settings.advantage == "corrected":
-        trace = jnp.minimum(1.0, from_groups(preceding, num_envs))[..., None]
+        trace = jnp.minimum(1.0, from_groups(preceding, ctx.deltas.shape[1]))[..., None]
     else:
         trace = jnp.ones((1, 1, 1))
     trace = jnp.broadcast_to(trace, ctx.deltas.shape)
     advantages = corrected_gae(ctx.deltas, trace, ctx.done, settings.gamma, settings.gae_lambda)
     targets = advantages + ctx.values
     stage_mask = ctx.batch_index == stage
-    value_norm = learner.value_norm
     if settings.value_norm:  # a stage without samples leaves the statistics alone
         updated_norm = value_norm.update(targets, stage_mask, beta=0.99999)
         value_norm = jax.tree.map(
@@ -415,86 +425,178 @@ def run_stage(
         value_targets=to_units(value_norm.normalise(targets), chunk),
         preceding=preceding,
     )
-    joint = settings.ratio == "joint"
-    slack = n - 1 if joint else 0
-    window = width + slack
-    optimiser = make_optimiser(settings)
-    # The PPO steps run on the parameters as flat vectors (see ``make_optimiser``).
-    independent = not networks.share_params
-    flat_actor, unravel_actor = ravel(learner.params["actor"], independent)
-    flat_critic, unravel_critic = ravel(learner.params["critic"], independent)
+    return inputs, value_norm
 
-    def unravel(flat: dict[str, jax.Array]) -> dict[str, Params]:
+
+FlatParams = dict[str, jax.Array]
+"""Actor and critic parameters each raveled into one vector (``ravel``)."""
+
+
+def ravel_learner_params(
+    params: dict[str, Params], per_agent: bool
+) -> tuple[FlatParams, Callable[[FlatParams], dict[str, Params]]]:
+    """Actor and critic parameters as flat vectors, and the function that restores them."""
+    flat_actor, unravel_actor = ravel(params["actor"], per_agent)
+    flat_critic, unravel_critic = ravel(params["critic"], per_agent)
+
+    def unravel(flat: FlatParams) -> dict[str, Params]:
         return {"actor": unravel_actor(flat["actor"]), "critic": unravel_critic(flat["critic"])}
 
-    def flat_window_loss(flat: dict[str, jax.Array], *args: object) -> tuple:
-        return window_loss(unravel(flat), *args)
+    return {"actor": flat_actor, "critic": flat_critic}, unravel
 
+
+class StageData(NamedTuple):
+    """What the PPO steps of a stage read beside the learner state, fixed for the stage."""
+
+    units: Units
+    inputs: StageInputs
+    member: jax.Array  # [U], the units of this stage's batch
+    width: int  # window positions where a group may start
+    slack: int  # slots a window has beyond ``width``: n - 1 keeps groups whole (joint ratio)
+    unravel: Callable[[FlatParams], dict[str, Params]]
+
+    @property
+    def window(self) -> int:
+        return self.width + self.slack
+
+
+def flat_window_loss(
+    flat: FlatParams,
+    unravel: Callable[[FlatParams], dict[str, Params]],
+    networks: Networks,
+    batch: WindowBatch,
+    inputs: StageInputs,
+    settings: EngineSettings,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """``window_loss`` of parameters given as flat vectors."""
+    return window_loss(unravel(flat), networks, batch, inputs, settings)
+
+
+class GradientSums(NamedTuple):
+    """A minibatch's gradients and loss sums over its windows so far, with its sample counts
+    per agent."""
+
+    grads: FlatParams
+    sums: dict[str, jax.Array]
+    policy_count: jax.Array  # [n], samples in the policy loss
+    value_count: jax.Array  # [n], samples in the value loss
+
+
+def add_window(
+    index: jax.Array,
+    acc: GradientSums,
+    params: FlatParams,
+    windows: Windows,
+    data: StageData,
+    networks: Networks,
+    settings: EngineSettings,
+) -> GradientSums:
+    """``acc`` plus the gradients, loss sums and sample counts of window ``index``."""
+    batch = window_batch(data.units, windows, index, data.window)
     grad_fn = jax.grad(flat_window_loss, has_aux=True)
-    agents = jnp.arange(n)
-
-    def minibatch_step(state: tuple, bounds: tuple) -> tuple:
-        learner, windows = state
-        first, last = bounds
-
-        def accumulate(index: jax.Array, acc: tuple) -> tuple:
-            grads, sums, policy_count, value_count = acc
-            batch = window_batch(units, windows, index, window)
-            new_grads, new_sums = grad_fn(learner.params, networks, batch, inputs, settings)
-            per_agent = batch.agent[:, None] == agents  # [W, n]
-            policy_count += jnp.sum(per_agent * batch.active.sum(0)[:, None], axis=0)
-            value_count += jnp.sum(per_agent * batch.valid[:, None], axis=0) * chunk
-            grads = jax.tree.map(jnp.add, grads, new_grads)
-            sums = {k: sums[k] + v for k, v in new_sums.items()}
-            return grads, sums, policy_count, value_count
-
-        zeros = jax.tree.map(jnp.zeros_like, learner.params)
-        names = (*STAGE_METRICS[:-1], *(("distill_loss",) if units.teacher is not None else ()))
-        start = (zeros, {k: jnp.float32(0.0) for k in names}, jnp.zeros(n), jnp.zeros(n))
-        grads, sums, policy_count, value_count = jax.lax.fori_loop(first, last, accumulate, start)
-        policy_total = jnp.maximum(policy_count.sum(), 1.0)
-        value_total = jnp.maximum(value_count.sum(), 1.0)
-        grads = {
-            "actor": jax.tree.map(lambda g: g / policy_total, grads["actor"]),
-            "critic": jax.tree.map(lambda g: g / value_total, grads["critic"]),
-        }
-        if networks.share_params:
-            actor_steps, critic_steps = policy_count.sum() > 0, value_count.sum() > 0
-        else:
-            actor_steps, critic_steps = policy_count > 0, value_count > 0
-        params, opts = dict(learner.params), {}
-        for part, steps, opt in (
-            ("actor", actor_steps, learner.actor_opt),
-            ("critic", critic_steps, learner.critic_opt),
-        ):
-            params[part], opts[part] = optimiser_step(
-                optimiser, grads[part], opt, learner.params[part], steps, networks.share_params
-            )
-        learner = learner._replace(
-            params=params, actor_opt=opts["actor"], critic_opt=opts["critic"]
-        )
-        metrics = {
-            k: v / (value_total if k == "value_loss" else policy_total) for k, v in sums.items()
-        }
-        metrics["grad_norm"] = optax.tree.norm(grads["actor"])
-        took_step = value_count.sum() > 0
-        return (learner, windows), (metrics, took_step)
-
-    def epoch(learner: LearnerState, key: jax.Array) -> tuple:
-        group_rank = jax.random.permutation(key, units.num_units // n)
-        unit_ids = jnp.arange(units.num_units)
-        rank = group_rank[unit_ids // n] * n + unit_ids % n
-        windows = pack_windows(member, rank, width, slack, n)
-        edges = windows.count * jnp.arange(settings.minibatches + 1) // settings.minibatches
-        (learner, _), out = jax.lax.scan(
-            minibatch_step, (learner, windows), (edges[:-1], edges[1:])
-        )
-        return learner, out
-
-    key, stage_key = jax.random.split(carry.key)
-    learner = learner._replace(
-        value_norm=value_norm, params={"actor": flat_actor, "critic": flat_critic}
+    new_grads, new_sums = grad_fn(params, data.unravel, networks, batch, data.inputs, settings)
+    per_agent = batch.agent[:, None] == jnp.arange(data.units.num_agents)  # [W, n]
+    policy_count = acc.policy_count + jnp.sum(per_agent * batch.active.sum(0)[:, None], axis=0)
+    value_count = acc.value_count + (
+        jnp.sum(per_agent * batch.valid[:, None], axis=0) * settings.recurrent_chunk
     )
+    grads = jax.tree.map(jnp.add, acc.grads, new_grads)
+    sums = {k: acc.sums[k] + v for k, v in new_sums.items()}
+    return GradientSums(grads, sums, policy_count, value_count)
+
+
+def minibatch_step(
+    state: tuple[LearnerState, Windows],
+    bounds: tuple[jax.Array, jax.Array],
+    data: StageData,
+    networks: Networks,
+    settings: EngineSettings,
+) -> tuple[tuple[LearnerState, Windows], tuple[dict[str, jax.Array], jax.Array]]:
+    """One optimiser step on the gradients summed over windows ``bounds = (first, last)``;
+    returns the minibatch's metrics and whether it held any sample."""
+    learner, windows = state
+    first, last = bounds
+    n = data.units.num_agents
+    teacher = ("distill_loss",) if data.units.teacher is not None else ()
+    start = GradientSums(
+        jax.tree.map(jnp.zeros_like, learner.params),
+        {k: jnp.float32(0.0) for k in (*STAGE_METRICS[:-1], *teacher)},
+        jnp.zeros(n),
+        jnp.zeros(n),
+    )
+    add = functools.partial(
+        add_window,
+        params=learner.params,
+        windows=windows,
+        data=data,
+        networks=networks,
+        settings=settings,
+    )
+    grads, sums, policy_count, value_count = jax.lax.fori_loop(first, last, add, start)
+    policy_total = jnp.maximum(policy_count.sum(), 1.0)
+    value_total = jnp.maximum(value_count.sum(), 1.0)
+    grads = {
+        "actor": jax.tree.map(lambda g: g / policy_total, grads["actor"]),
+        "critic": jax.tree.map(lambda g: g / value_total, grads["critic"]),
+    }
+    if networks.share_params:
+        actor_steps, critic_steps = policy_count.sum() > 0, value_count.sum() > 0
+    else:
+        actor_steps, critic_steps = policy_count > 0, value_count > 0
+    optimiser = make_optimiser(settings)
+    params, opts = dict(learner.params), {}
+    for part, steps, opt in (
+        ("actor", actor_steps, learner.actor_opt),
+        ("critic", critic_steps, learner.critic_opt),
+    ):
+        params[part], opts[part] = optimiser_step(
+            optimiser, grads[part], opt, learner.params[part], steps, networks.share_params
+        )
+    learner = learner._replace(params=params, actor_opt=opts["actor"], critic_opt=opts["critic"])
+    metrics = {k: v / (value_total if k == "value_loss" else policy_total) for k, v in sums.items()}
+    metrics["grad_norm"] = optax.tree.norm(grads["actor"])
+    took_step = value_count.sum() > 0
+    return (learner, windows), (metrics, took_step)
+
+
+def stage_epoch(
+    learner: LearnerState,
+    key: jax.Array,
+    data: StageData,
+    networks: Networks,
+    settings: EngineSettings,
+) -> tuple[LearnerState, tuple[dict[str, jax.Array], jax.Array]]:
+    """One PPO epoch over the stage's units: whole groups in a random order, laid out in
+    windows, the windows split into ``minibatches`` optimiser steps."""
+    n, num_units = data.units.num_agents, data.units.num_units
+    group_rank = jax.random.permutation(key, num_units // n)
+    unit_ids = jnp.arange(num_units)
+    rank = group_rank[unit_ids // n] * n + unit_ids % n
+    windows = pack_windows(data.member, rank, data.width, data.slack, n)
+    edges = windows.count * jnp.arange(settings.minibatches + 1) // settings.minibatches
+    step = functools.partial(minibatch_step, data=data, networks=networks, settings=settings)
+    (learner, _), out = jax.lax.scan(step, (learner, windows), (edges[:-1], edges[1:]))
+    return learner, out
+
+
+def run_stage(
+    carry: StageCarry, ctx: RoundContext, networks: Networks, settings: EngineSettings
+) -> StageCarry:
+    """Update batch ``carry.stage``: refresh the earlier agents' ratios, correct the
+    advantages, then PPO on this batch's units only."""
+    learner, units, stage = carry.learner, ctx.units, carry.stage
+    n = units.num_agents
+    width = window_size(units.num_units, n, settings.minibatches, settings.single_stage)
+    log_ratio, refresh = earlier_log_ratios(carry, ctx, networks, settings, width)
+    inputs, value_norm = stage_inputs(log_ratio, ctx, learner.value_norm, stage, settings)
+    member = units.batch_index == stage
+    # The PPO steps run on the parameters as flat vectors (see ``make_optimiser``).
+    flat, unravel = ravel_learner_params(learner.params, not networks.share_params)
+    slack = n - 1 if settings.ratio == "joint" else 0
+    data = StageData(units, inputs, member, width, slack, unravel)
+    key, stage_key = jax.random.split(carry.key)
+    learner = learner._replace(value_norm=value_norm, params=flat)
+    epoch = functools.partial(stage_epoch, data=data, networks=networks, settings=settings)
     learner, (metrics, took_step) = jax.lax.scan(
         epoch, learner, jax.random.split(stage_key, settings.epochs)
     )
