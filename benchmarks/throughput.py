@@ -51,7 +51,7 @@ from rich.console import Console
 from rich.table import Table
 
 from b2mapo.config import TrainConfig, resolve
-from b2mapo.engine import LearnerState, batch_sequential_update
+from b2mapo.engine import EngineSettings, LearnerState, batch_sequential_update
 from b2mapo.envs import Env, EnvSpec, TimeStep
 from b2mapo.networks import Networks
 from b2mapo.reproduce.timing import Timed, compile_timed, interleaved, machine_info
@@ -243,7 +243,7 @@ def bench_map(
         learner: LearnerState, trajectory: Trajectory, key: jax.Array
     ) -> tuple[LearnerState, dict[str, jax.Array]]:
         return batch_sequential_update(
-            learner, trajectory, key, networks, trainer.round.partitioner, cfg
+            learner, trajectory, key, networks, trainer.round.partitioner, EngineSettings.of(cfg)
         )
 
     rollout_c, rollout_compile = compile_timed(

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import optax
 
 from b2mapo.config import TrainConfig
-from b2mapo.engine import LearnerState, make_optimiser
+from b2mapo.engine import EngineSettings, LearnerState, make_optimiser
 from b2mapo.losses import (
     ValueNorm,
     categorical_entropy,
@@ -127,7 +127,7 @@ def mappo_update(
 ) -> tuple[LearnerState, dict[str, jax.Array]]:
     """One MAPPO update: ``epochs`` passes of ``minibatches`` PPO steps over the rollout."""
     batch, value_norm = prepare_batch(trajectory, learner.value_norm, cfg)
-    optimiser = make_optimiser(cfg)
+    optimiser = make_optimiser(EngineSettings.of(cfg))
     grad_fn = jax.value_and_grad(ppo_loss, has_aux=True)
 
     def minibatch_step(

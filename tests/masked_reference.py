@@ -9,9 +9,9 @@ import jax.numpy as jnp
 
 from b2mapo.config import TrainConfig
 from b2mapo.engine import (
+    EngineSettings,
     LearnerState,
     make_optimiser,
-    make_units,
     optimiser_step,
     round_learning_rate,
     surrogate_objective,
@@ -28,6 +28,7 @@ from b2mapo.losses import (
 )
 from b2mapo.networks import Networks
 from b2mapo.rollout import Trajectory
+from b2mapo.units import make_units
 
 
 def masked_round(
@@ -41,6 +42,7 @@ def masked_round(
     """One round of ``num_stages`` stages on ``batch_index[T, E, n]`` (constant within each
     training chunk); jit-able, with the Python loops unrolled."""
     assert cfg.minibatches == 1, "the reference has one minibatch per epoch"
+    settings = EngineSettings.of(cfg)
     tr = trajectory.transitions
     steps, envs, n = tr.action.shape
     chunk = cfg.recurrent_chunk
@@ -66,7 +68,7 @@ def masked_round(
         x = x.reshape(chunk, steps // chunk, envs, n)
         return jnp.moveaxis(x, 0, 1).reshape(steps, envs, n)
 
-    lr = round_learning_rate(cfg, learner.rounds)
+    lr = round_learning_rate(settings, learner.rounds)
     for part in ("actor_opt", "critic_opt"):
         clip_state, adam = getattr(learner, part)
         hyper = {**adam.hyperparams}
@@ -79,7 +81,7 @@ def masked_round(
     )
     done = tr.done[..., None].astype(jnp.float32)
     active = tr.avail.sum(-1) > 1
-    optimiser = make_optimiser(cfg)
+    optimiser = make_optimiser(settings)
     updated = jnp.zeros_like(units.log_prob)
     for stage in range(num_stages):
         _, now = log_probs(learner.params["actor"])
@@ -113,7 +115,7 @@ def masked_round(
             if cfg.ratio == "joint":
                 joint = jnp.sum(jnp.where(member, log_ratio, 0.0), -1, keepdims=True)
                 log_ratio = jnp.broadcast_to(joint, log_ratio.shape)
-            surrogate = surrogate_objective(log_ratio, advantages, rho[..., None], cfg)
+            surrogate = surrogate_objective(log_ratio, advantages, rho[..., None], settings)
             entropy = masked_mean(per_group(categorical_entropy(logits)), policy_mask)
             total = -masked_mean(surrogate, policy_mask) - cfg.ent_coef * entropy
             if trajectory.distill is not None:

@@ -32,6 +32,8 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     [
         (["train", "--env", "smax:4m"], ["smax:4m", "smax:3m", "mpe:simple_spread"]),
         (["train", "--algo", "ppo2"], ["ppo2", "mappo"]),
+        (["train", "--partition", "nope"], ["unknown partition 'nope'", "learned"]),
+        (["train", "--preceding_factor=x"], ["unknown preceding_factor 'x'", "clipped"]),
         (
             ["train", "--rollout-len", "12", "--recurrent-chunk", "8"],
             ["recurrent_chunk=8", "rollout_len=12"],

@@ -9,10 +9,9 @@ import pytest
 
 from b2mapo import engine
 from b2mapo.engine import (
+    EngineSettings,
     StageCarry,
     batch_sequential_update,
-    make_units,
-    pack_windows,
     prepare_round,
     run_stage,
 )
@@ -21,6 +20,7 @@ from b2mapo.networks import preceding_actions
 from b2mapo.partition import make_partitioner
 from b2mapo.rollout import rollout
 from b2mapo.train import Trainer
+from b2mapo.units import make_units, pack_windows, window_batch
 from tests import mappo_reference, masked_reference
 
 
@@ -55,7 +55,9 @@ def test_k1_round_equals_foundation_mappo_update(tiny_config) -> None:
     key = jax.random.PRNGKey(3)
     partitioner = make_partitioner("single", trainer.env.spec.num_agents)
     engine_learner, metrics = jax.jit(
-        lambda lr, tr, k: batch_sequential_update(lr, tr, k, trainer.networks, partitioner, cfg)
+        lambda lr, tr, k: batch_sequential_update(
+            lr, tr, k, trainer.networks, partitioner, EngineSettings.of(cfg)
+        )
     )(learner, trajectory, key)
     reference_learner, _ = jax.jit(
         lambda lr, tr, k: mappo_reference.mappo_update(lr, tr, k, trainer.networks, cfg)
@@ -124,8 +126,9 @@ def test_only_the_stage_agents_change(tiny_config, stage: int) -> None:
     batch_index = jnp.array([0, 1, 0], jnp.int32)
     trainer, learner, trajectory = collect(cfg, batch_index)
     partitioner = make_partitioner("random_k", 3, 2)
-    ctx = prepare_round(learner, trajectory, jax.random.PRNGKey(0), partitioner, cfg)
-    new = jax.jit(lambda c: run_stage(c, ctx, trainer.networks, cfg))(
+    settings = EngineSettings.of(cfg)
+    ctx = prepare_round(learner, trajectory, jax.random.PRNGKey(0), partitioner, settings)
+    new = jax.jit(lambda c: run_stage(c, ctx, trainer.networks, settings))(
         stage_carry(learner, ctx, stage)
     ).learner
     in_stage = np.asarray(batch_index) == stage
@@ -149,13 +152,14 @@ def test_stage_without_samples_changes_nothing(tiny_config, share_params: bool) 
     cfg = tiny_config(**STAGE_CHECK, share_params=share_params)
     trainer, learner, trajectory = collect(cfg, jnp.array([0, 1, 0], jnp.int32))
     partitioner = make_partitioner("random_k", 3, 2)
-    ctx = prepare_round(learner, trajectory, jax.random.PRNGKey(0), partitioner, cfg)
+    settings = EngineSettings.of(cfg)
+    ctx = prepare_round(learner, trajectory, jax.random.PRNGKey(0), partitioner, settings)
     # Warm the optimiser up first, so that a step on zero gradients would still move
     # parameters through Adam's momentum.
-    warm = jax.jit(lambda c: run_stage(c, ctx, trainer.networks, cfg))(
+    warm = jax.jit(lambda c: run_stage(c, ctx, trainer.networks, settings))(
         stage_carry(learner, ctx, 0)
     ).learner
-    after = jax.jit(lambda c: run_stage(c, ctx, trainer.networks, cfg))(
+    after = jax.jit(lambda c: run_stage(c, ctx, trainer.networks, settings))(
         stage_carry(warm, ctx, 2)  # no agent is in batch 2
     ).learner
     for x, y in zip(jax.tree.leaves(warm), jax.tree.leaves(after), strict=True):
@@ -212,7 +216,7 @@ def test_gathered_stages_equal_masked_stages(
     partitioner = make_partitioner("single", n)  # keeps the stored index (A2PO's would reorder)
     got, metrics = jax.jit(
         lambda lr, t: batch_sequential_update(
-            lr, t, jax.random.PRNGKey(3), trainer.networks, partitioner, cfg
+            lr, t, jax.random.PRNGKey(3), trainer.networks, partitioner, EngineSettings.of(cfg)
         )
     )(learner, trajectory)
     num_stages = int(index.max()) + 1
@@ -275,7 +279,7 @@ def test_stage_loop_stops_at_the_largest_k_under_the_seed_vmap(tiny_config, monk
     update = jax.jit(
         jax.vmap(
             lambda lr, t: batch_sequential_update(
-                lr, t, jax.random.PRNGKey(0), trainer.networks, partitioner, cfg
+                lr, t, jax.random.PRNGKey(0), trainer.networks, partitioner, EngineSettings.of(cfg)
             )
         )
     )
@@ -297,7 +301,7 @@ def test_units_replay_reproduces_rollout_log_probs(tiny_config, algo: str) -> No
     windows = pack_windows(
         jnp.ones(units.num_units, bool), jnp.arange(units.num_units), units.num_units, 0, 3
     )
-    batch = engine.window_batch(units, windows, jnp.int32(0), units.num_units)
+    batch = window_batch(units, windows, jnp.int32(0), units.num_units)
     logits = engine.window_logits(learner.params["actor"], trainer.networks, batch)
     replayed = categorical_log_prob(logits, batch.action)
     np.testing.assert_allclose(

@@ -10,7 +10,7 @@ import numpy as np
 from flax import serialization
 
 from b2mapo import __version__, rundir
-from b2mapo.config import RESUMABLE_CHANGES, ConfigError, TrainConfig, diff, from_dict
+from b2mapo.config import ConfigError, TrainConfig, diff, from_dict, tagged_fields
 
 KEEP_LAST = 2
 # The layout of the saved runner state. Bump it whenever a change to the state (a new field,
@@ -30,7 +30,9 @@ def load_config(run_dir: Path) -> TrainConfig:
 
 def check_resumable(saved: TrainConfig, requested: TrainConfig) -> None:
     """Refuse to resume a run under a config that changes what its checkpoint means."""
-    changed = {k: v for k, v in diff(saved, requested).items() if k not in RESUMABLE_CHANGES}
+    changed = {
+        k: v for k, v in diff(saved, requested).items() if k not in tagged_fields("resumable")
+    }
     if changed:
         details = ", ".join(f"{k}: saved {a!r}, requested {b!r}" for k, (a, b) in changed.items())
         raise ConfigError(

@@ -136,15 +136,23 @@ def _option(args: list[str], name: str, default: str) -> str:
     return value
 
 
+def _check_choices(args: list[str]) -> None:
+    """A closed choice (``--algo``, ``--partition``, ...) given a value it does not offer is
+    the config's one-line ``ConfigError``, before tyro would answer with a box of lines."""
+    from b2mapo.config import TrainConfig, check_choice, field_choices
+
+    for name in field_choices():
+        for spelling in (name.replace("_", "-"), name):
+            check_choice(name, _option(args, spelling, getattr(TrainConfig, name)))
+
+
 def _preset_defaults(args: list[str]) -> TrainConfig:
     """Defaults for ``train``: the config defaults overlaid with the ``--algo`` preset and
     the ``--env`` family's defaults (football: independent parameters)."""
-    from b2mapo.config import PRESETS, TrainConfig, defaults_for
+    from b2mapo.config import TrainConfig, defaults_for
 
     algo = _option(args, "algo", TrainConfig.algo)
     env = _option(args, "env", TrainConfig.env)
-    if algo not in PRESETS:
-        raise ConfigError(f"unknown algo {algo!r}; choose one of: {', '.join(PRESETS)}")
     return TrainConfig(**{**defaults_for(algo, env), "algo": algo, "env": env})
 
 
@@ -153,6 +161,7 @@ def _train(args: list[str], console: Console) -> None:
     from b2mapo.parallel import is_writer
     from b2mapo.runner import summary_table, train
 
+    _check_choices(args)
     parsed = tyro.cli(TrainConfig, args=args, default=_preset_defaults(args), prog="b2mapo train")
     cfg = resolve(parsed.to_dict())
     if not is_writer():

@@ -3,15 +3,75 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
+import typing
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from b2mapo.envs.registry import check_name as check_env_name
 from b2mapo.envs.registry import is_host
 from b2mapo.errors import ConfigError
 from b2mapo.partition import PARTITIONERS
+
+# Algorithm presets: values that differ from the TrainConfig defaults. Data, not code paths.
+PRESETS: dict[str, dict[str, Any]] = {
+    "mappo": {},
+    "happo": {"partition": "sequential_random", "preceding_factor": "happo"},
+    "a2po": {
+        "partition": "sequential_advantage",
+        "advantage": "corrected",
+        "preceding_factor": "clipped",
+    },
+    "b2mapo-fixed": {
+        "partition": "random_k",
+        "num_batches": 2,
+        "ratio": "joint",
+        "advantage": "corrected",
+        "preceding_factor": "clipped",
+        "condition_on_actions": True,
+    },
+    "b2mapo": {
+        "partition": "learned",
+        # At most two batches per DAG: on smax:3m (3 seeds) uncapped DAGs needed a median of
+        # 860k env steps to 80% greedy win, capped ones 410k (MAPPO 410k); see
+        # docs/algorithms.md. It also bounds the round's cost.
+        "dag_max_batches": 2,
+        "ratio": "joint",
+        "advantage": "corrected",
+        "preceding_factor": "clipped",
+        "condition_on_actions": True,
+    },
+}
+
+# The closed choices among the options: ``b2mapo train --help`` lists them, ``validate``
+# accepts nothing else.
+Algo = Literal[tuple(PRESETS)]
+PartitionName = Literal[(*PARTITIONERS, "learned")]
+"""The registered partitioners (``partition.PARTITIONERS``) and B2MAPO's learned DAGs."""
+Ratio = Literal["per_agent", "joint"]
+Advantage = Literal["gae", "corrected"]
+PrecedingFactor = Literal["none", "happo", "clipped"]
+DerivedName = Literal["mappo", "ippo"]
+"""The derived policies (``derived.DERIVED_POLICIES``)."""
+DerivedRatio = Literal["behaviour", "own"]
+DistillTeacher = Literal["updated", "behaviour"]
+
+FieldTag = Literal["resumable", "host_only", "mergeable"]
+"""What a tag on a ``TrainConfig`` field says (``tagged_fields`` lists the fields):
+resumable: a resumed run may change it, because training does not depend on it (devices
+changes only where the arrays live; total_steps does change training, through the
+learning-rate schedule); host_only: the compiled training chunk does not depend on it (seeds
+enter through the state); mergeable: run directories that differ in it may be merged as seeds
+of one algorithm by ``b2mapo report``."""
+
+T = TypeVar("T")
+
+
+def _tagged(default: T, *tags: FieldTag) -> T:
+    """A field default that carries ``tags``."""
+    return dataclasses.field(default=default, metadata={"tags": frozenset(tags)})
 
 
 @dataclass(frozen=True)
@@ -20,11 +80,11 @@ class TrainConfig:
 
     env: str = "smax:3m"
     """Environment, as ``family:task`` (``b2mapo envs`` lists them)."""
-    algo: str = "mappo"
+    algo: Algo = "mappo"
     """Algorithm preset (see ``PRESETS``); explicit options override the preset's values."""
-    seeds: int = 1
+    seeds: int = _tagged(1, "mergeable")
     """Number of independent seeds trained side by side in one compiled program."""
-    seed: int = 0
+    seed: int = _tagged(0, "host_only", "mergeable")
     """Base random seed; seed i of a run uses ``seed + i``."""
     total_steps: int = 1_000_000
     """Environment steps per seed (summed over parallel envs)."""
@@ -62,7 +122,7 @@ class TrainConfig:
     """Normalise value targets with running statistics (MAPPO's ValueNorm)."""
     huber_delta: float = 10.0
     """Huber threshold of the value loss (in normalised units)."""
-    partition: str = "single"
+    partition: PartitionName = "single"
     """How agents are grouped into sequentially updated batches: single (all together),
     sequential_random, sequential_advantage (A2PO's order), random_k, greedy_coloring,
     brute_force, learned (B2MAPO's DAG generator)."""
@@ -71,15 +131,15 @@ class TrainConfig:
     dependency_graph: str = "none"
     """Agent dependency graph for greedy_coloring and brute_force: none, full, chain or an
     edge list such as 0-1,1-2."""
-    ratio: str = "per_agent"
+    ratio: Ratio = "per_agent"
     """Policy ratio in the surrogate: per_agent (MAPPO, HAPPO, A2PO) or joint over the
     batch's agents (B2MAPO, eq. 11)."""
-    advantage: str = "gae"
+    advantage: Advantage = "gae"
     """Advantage for later batches: gae (plain) or corrected (off-policy correction, eq. 1)."""
     condition_on_actions: bool = False
     """Agents of batch k also see the actions just chosen by earlier batches (B2MAPO); they
     then act batch by batch. Off for MAPPO, HAPPO and A2PO, as in their papers."""
-    preceding_factor: str = "none"
+    preceding_factor: PrecedingFactor = "none"
     """Factor from the agents updated earlier in the round: none, happo (unclipped, outside
     the clip) or clipped (1 ± clip_eps/2, inside the clip, eq. 12)."""
     dag_period: int = 8
@@ -102,17 +162,17 @@ class TrainConfig:
     batch_cost: float = 0.0
     """B2MAPO: cost per batch subtracted from the generator's period reward (trades
     performance for update speed)."""
-    derived: str = "mappo"
+    derived: DerivedName = "mappo"
     """B2MAPO: the derived decentralised policy used at execution: mappo (centralised
     critic) or ippo (decentralised critic)."""
-    derived_ratio: str = "behaviour"
+    derived_ratio: DerivedRatio = "behaviour"
     """B2MAPO: denominator of the derived policy's PPO ratio: behaviour (π's stored
     probability, SPEC §4) or own (its own rollout-time probability)."""
     distill_coef: float = 1.0
     """B2MAPO: weight β of the distillation loss KL(π || π_ind) (eq. 13)."""
     distill_every: int = 1
     """B2MAPO: add the distillation loss every this many rounds."""
-    distill_teacher: str = "updated"
+    distill_teacher: DistillTeacher = "updated"
     """B2MAPO: the π that π_ind distils: updated (π after this round's update, one more
     forward pass over the rollout) or behaviour (the π that collected it, whose logits the
     rollout kept)."""
@@ -130,33 +190,33 @@ class TrainConfig:
     env_kwargs: str = ""
     """Host environments only: keyword arguments of the environment's constructor as a JSON
     object, e.g. '{"N": 4}' for pettingzoo:mpe2.simple_spread_v3."""
-    env_workers: int = 0
+    env_workers: int = _tagged(0, "resumable", "mergeable")
     """Host environments only: worker processes per pool of environments (0: one per CPU
     core); the training pool's num_envs are split evenly over them."""
-    worker_timeout: float = 120.0
+    worker_timeout: float = _tagged(120.0, "resumable", "mergeable")
     """Host environments only: seconds a worker may take to answer before the run stops
     with an error naming the environment (a hung worker); the first reset, which starts the
     workers and builds their environments, may take up to 10 minutes."""
-    devices: int | Literal["all"] = "all"
+    devices: int | Literal["all"] = _tagged("all", "resumable", "mergeable")
     """Devices to train on: all (every device of every process of a jax.distributed run) or
     the first N. Seeds are spread over as many as divide them, each seed's environments over
     the rest (num_envs must divide evenly); see docs/distributed.md."""
     updates_per_chunk: int = 10
     """Updates per compiled chunk; logging, evaluation and checkpoints happen between chunks."""
-    time_updates: bool = False
+    time_updates: bool = _tagged(False, "mergeable")
     """Read the host clock around each round's update phase (metric update_seconds). Off by
     default: a program that calls back to the host is not kept in JAX's compilation cache."""
-    eval_every: int = 20
+    eval_every: int = _tagged(20, "resumable", "host_only", "mergeable")
     """Evaluate every this many updates (rounded up to whole chunks); 0 turns evaluation off."""
-    eval_episodes: int = 32
+    eval_episodes: int = _tagged(32, "resumable", "host_only", "mergeable")
     """Episodes per evaluation during training, greedy and sampled each."""
-    final_eval_episodes: int = 400
+    final_eval_episodes: int = _tagged(400, "resumable", "host_only", "mergeable")
     """Episodes per seed of the evaluation at the end of training (400: a 95% interval of
     the win rate at most about ±0.05)."""
-    wandb_project: str = ""
+    wandb_project: str = _tagged("", "resumable", "host_only", "mergeable")
     """Also log the metrics to this Weights & Biases project (needs the wandb extra; W&B's
     own settings, e.g. WANDB_MODE=offline, apply); empty: no W&B, no network."""
-    out: str = ""
+    out: str = _tagged("", "resumable", "host_only", "mergeable")
     """Run directory for config, metrics and checkpoints; empty: ``runs/<env>_<algo>``."""
 
     @property
@@ -176,8 +236,8 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """Return self, or raise ``ConfigError`` naming the bad value and what is allowed."""
         check_env_name(self.env)
-        if self.algo not in PRESETS:
-            raise ConfigError(f"unknown algo {self.algo!r}; choose one of: {', '.join(PRESETS)}")
+        for name in field_choices():
+            check_choice(name, getattr(self, name))
         for name in (
             "seeds",
             "total_steps",
@@ -221,11 +281,6 @@ class TrainConfig:
         for name in ("lr", "clip_eps", "max_grad_norm", "huber_delta", "dag_lr"):
             if not getattr(self, name) > 0.0:
                 raise ConfigError(f"{name}={getattr(self, name)} must be > 0")
-        for name, allowed in CHOICES.items():
-            if getattr(self, name) not in allowed:
-                raise ConfigError(
-                    f"unknown {name} {getattr(self, name)!r}; choose one of: {', '.join(allowed)}"
-                )
         if self.num_batches < 1:
             raise ConfigError(f"num_batches={self.num_batches} must be a positive integer")
         for name in ("ent_coef", "dag_kl_coef", "dag_ent_coef", "batch_cost", "distill_coef"):
@@ -292,61 +347,32 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-# Fields a resumed run may change: they do not affect training (total_steps does, via the
-# learning-rate schedule; devices changes only where the arrays live).
-RESUMABLE_CHANGES = frozenset(
-    {
-        "eval_every",
-        "eval_episodes",
-        "final_eval_episodes",
-        "out",
-        "wandb_project",
-        "devices",
-        "env_workers",
-        "worker_timeout",
+@functools.cache
+def field_choices() -> dict[str, tuple[str, ...]]:
+    """The ``TrainConfig`` fields that are closed choices, with their allowed values (read
+    from their ``Literal`` types)."""
+    hints = typing.get_type_hints(TrainConfig)
+    return {
+        name: typing.get_args(hint)
+        for name, hint in hints.items()
+        if typing.get_origin(hint) is Literal
     }
-)
 
-# Allowed values of the string-valued switches.
-CHOICES: dict[str, tuple[str, ...]] = {
-    "partition": (*PARTITIONERS, "learned"),
-    "ratio": ("per_agent", "joint"),
-    "advantage": ("gae", "corrected"),
-    "preceding_factor": ("none", "happo", "clipped"),
-    "derived": ("mappo", "ippo"),
-    "derived_ratio": ("behaviour", "own"),
-    "distill_teacher": ("updated", "behaviour"),
-}
 
-# Algorithm presets: values that differ from the TrainConfig defaults. Data, not code paths.
-PRESETS: dict[str, dict[str, Any]] = {
-    "mappo": {},
-    "happo": {"partition": "sequential_random", "preceding_factor": "happo"},
-    "a2po": {
-        "partition": "sequential_advantage",
-        "advantage": "corrected",
-        "preceding_factor": "clipped",
-    },
-    "b2mapo-fixed": {
-        "partition": "random_k",
-        "num_batches": 2,
-        "ratio": "joint",
-        "advantage": "corrected",
-        "preceding_factor": "clipped",
-        "condition_on_actions": True,
-    },
-    "b2mapo": {
-        "partition": "learned",
-        # At most two batches per DAG: on smax:3m (3 seeds) uncapped DAGs needed a median of
-        # 860k env steps to 80% greedy win, capped ones 410k (MAPPO 410k); see
-        # docs/algorithms.md. It also bounds the round's cost.
-        "dag_max_batches": 2,
-        "ratio": "joint",
-        "advantage": "corrected",
-        "preceding_factor": "clipped",
-        "condition_on_actions": True,
-    },
-}
+def check_choice(name: str, value: object) -> None:
+    """Raise ``ConfigError`` if ``value`` is not one of the choices of field ``name``."""
+    allowed = field_choices()[name]
+    if value not in allowed:
+        raise ConfigError(f"unknown {name} {value!r}; choose one of: {', '.join(allowed)}")
+
+
+def tagged_fields(tag: FieldTag) -> frozenset[str]:
+    """Names of the ``TrainConfig`` fields that carry ``tag`` (see ``FieldTag``)."""
+    return frozenset(
+        field.name
+        for field in dataclasses.fields(TrainConfig)
+        if tag in field.metadata.get("tags", ())
+    )
 
 
 # Defaults per environment family, between the algorithm's preset and explicit options.

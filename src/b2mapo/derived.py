@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from b2mapo.config import TrainConfig
-from b2mapo.engine import LearnerState, batch_sequential_update, init_learner
+from b2mapo.engine import EngineSettings, LearnerState, batch_sequential_update, init_learner
 from b2mapo.envs.core import EnvSpec
 from b2mapo.losses import categorical_kl, categorical_log_prob, masked_mean
 from b2mapo.networks import Networks, Params, sample_actions
@@ -100,15 +100,15 @@ class EngineDerived(DerivedPolicy):
 
     def __init__(self, spec: EnvSpec, cfg: TrainConfig) -> None:
         super().__init__(spec, cfg)
-        self.engine_cfg = dataclasses.replace(
-            cfg,
-            partition="single",
+        # Plain MAPPO/IPPO: every agent in one batch, per-agent ratios, GAE.
+        self.engine_settings = dataclasses.replace(
+            EngineSettings.of(cfg),
             epochs=cfg.derived_epochs,
             minibatches=cfg.derived_minibatches,
             ratio="per_agent",
             advantage="gae",
             preceding_factor="none",
-            condition_on_actions=False,
+            single_stage=True,
         )
         self.networks = Networks(
             spec, cfg.hidden_size, cfg.share_params, local_critic=self.local_critic
@@ -116,7 +116,7 @@ class EngineDerived(DerivedPolicy):
         self.partitioner = Partitioner(single(spec.num_agents))
 
     def init(self, key: jax.Array, num_envs: int) -> DerivedState:
-        learner = init_learner(self.networks, self.engine_cfg, key)
+        learner = init_learner(self.networks, self.engine_settings, key)
         return DerivedState(learner, self.networks.initial_carry((num_envs,)))
 
     def act(self, params, carry, obs, first, avail, key, greedy=False):
@@ -156,7 +156,12 @@ class EngineDerived(DerivedPolicy):
         )
         ind_trajectory = Trajectory(transitions, state.carry, teacher)
         learner, metrics = batch_sequential_update(
-            state.learner, ind_trajectory, key, self.networks, self.partitioner, self.engine_cfg
+            state.learner,
+            ind_trajectory,
+            key,
+            self.networks,
+            self.partitioner,
+            self.engine_settings,
         )
         metrics.pop("num_batches")
         # How far π_ind is from π before this update: KL(π || π_ind) over the acting samples.

@@ -9,21 +9,18 @@ update in order. Stage ``k`` (SPEC.md §2):
    per-agent or joint ratio (eq. 11) times the preceding-ratio factor (eq. 12, or HAPPO's);
 3. the critic fitted on the same samples.
 
-Training units. The rollout is cut into chunks of ``recurrent_chunk`` steps; a *unit* is one
-agent in one env for one chunk, replayed from the GRU state the rollout had at the chunk's
-start, and a *group* is the units of one (chunk, env). The batch index is constant within a
-unit (fixed partitions hold for the round; a learned DAG holds for its period, which the
-chunk divides). A stage gathers only its own units: they are sorted into fixed-size
-*windows* (groups kept whole, so the joint ratio sees all of a step's batch-k agents), and a
-minibatch is a run of windows whose gradients are summed before one optimiser step. So a
-round computes each unit about once per epoch whatever K is, shapes never depend on K, and
-the stage loop is a ``while_loop`` that stops at the round's K, also under the seed ``vmap``.
+Training units (``units.py``): a stage gathers only its own units of the rollout into
+fixed-size windows, and a minibatch is a run of windows whose gradients are summed before one
+optimiser step. So a round computes each unit about once per epoch whatever K is, shapes
+never depend on K, and the stage loop is a ``while_loop`` that stops at the round's K, also
+under the seed ``vmap``.
 """
 
 from __future__ import annotations
 
-import math
+import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import jax
@@ -31,7 +28,7 @@ import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
 
-from b2mapo.config import TrainConfig
+from b2mapo.config import Advantage, PrecedingFactor, Ratio, TrainConfig
 from b2mapo.losses import (
     ValueNorm,
     categorical_entropy,
@@ -46,8 +43,68 @@ from b2mapo.losses import (
 from b2mapo.networks import Networks, Params
 from b2mapo.partition import Partitioner
 from b2mapo.rollout import Trajectory
+from b2mapo.units import (
+    Units,
+    WindowBatch,
+    Windows,
+    from_groups,
+    make_units,
+    pack_windows,
+    to_units,
+    window_batch,
+    window_size,
+)
 
 STAGE_METRICS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "grad_norm")
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """What the engine reads of a run's configuration, fixed when it is traced; ``of`` builds
+    it from a ``TrainConfig`` (see there for each field)."""
+
+    lr: float
+    anneal_lr: bool
+    num_updates: int
+    max_grad_norm: float
+    value_norm: bool
+    gamma: float
+    gae_lambda: float
+    clip_eps: float
+    ent_coef: float
+    huber_delta: float
+    epochs: int
+    minibatches: int
+    recurrent_chunk: int
+    ratio: Ratio
+    advantage: Advantage
+    preceding_factor: PrecedingFactor
+    single_stage: bool
+    """Every agent is in one batch by construction (MAPPO, π_ind's update): the round is one
+    stage, traced without the stage loop and the ratio refresh it never runs."""
+
+    @classmethod
+    def of(cls, cfg: TrainConfig) -> EngineSettings:
+        """The engine's settings for training ``cfg``'s policy π."""
+        return cls(
+            lr=cfg.lr,
+            anneal_lr=cfg.anneal_lr,
+            num_updates=cfg.num_updates,
+            max_grad_norm=cfg.max_grad_norm,
+            value_norm=cfg.value_norm,
+            gamma=cfg.gamma,
+            gae_lambda=cfg.gae_lambda,
+            clip_eps=cfg.clip_eps,
+            ent_coef=cfg.ent_coef,
+            huber_delta=cfg.huber_delta,
+            epochs=cfg.epochs,
+            minibatches=cfg.minibatches,
+            recurrent_chunk=cfg.recurrent_chunk,
+            ratio=cfg.ratio,
+            advantage=cfg.advantage,
+            preceding_factor=cfg.preceding_factor,
+            single_stage=cfg.partition == "single",
+        )
 
 
 class LearnerState(NamedTuple):
@@ -62,7 +119,7 @@ class LearnerState(NamedTuple):
     rounds: jax.Array
 
 
-def make_optimiser(cfg: TrainConfig) -> optax.GradientTransformation:
+def make_optimiser(settings: EngineSettings) -> optax.GradientTransformation:
     """Adam with global-norm clipping; its learning rate is a state entry that
     ``batch_sequential_update`` sets once per round (``round_learning_rate``).
 
@@ -70,8 +127,8 @@ def make_optimiser(cfg: TrainConfig) -> optax.GradientTransformation:
     engine steps it on that vector (``ravel``): a handful of XLA kernels per step instead of a
     few per parameter array, which made up a third of an update's compile.
     """
-    adam = optax.inject_hyperparams(optax.adam)(learning_rate=cfg.lr, eps=1e-5)
-    return optax.flatten(optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), adam))
+    adam = optax.inject_hyperparams(optax.adam)(learning_rate=settings.lr, eps=1e-5)
+    return optax.flatten(optax.chain(optax.clip_by_global_norm(settings.max_grad_norm), adam))
 
 
 def ravel(params: Params, per_agent: bool) -> tuple[jax.Array, Callable[[jax.Array], Params]]:
@@ -84,15 +141,15 @@ def ravel(params: Params, per_agent: bool) -> tuple[jax.Array, Callable[[jax.Arr
     return jax.vmap(lambda tree: ravel_pytree(tree)[0])(params), jax.vmap(unravel_one)
 
 
-def round_learning_rate(cfg: TrainConfig, rounds: jax.Array) -> jax.Array:
+def round_learning_rate(settings: EngineSettings, rounds: jax.Array) -> jax.Array:
     """Learning rate of round ``rounds``: linear decay to zero over the run when annealed.
 
     It decays per round, not per optimiser step, so a round of K stages (K x the optimiser
     steps of a MAPPO round) follows the same schedule as MAPPO's.
     """
-    if not cfg.anneal_lr:
-        return jnp.float32(cfg.lr)
-    return jnp.float32(cfg.lr) * jnp.maximum(0.0, 1.0 - rounds / cfg.num_updates)
+    if not settings.anneal_lr:
+        return jnp.float32(settings.lr)
+    return jnp.float32(settings.lr) * jnp.maximum(0.0, 1.0 - rounds / settings.num_updates)
 
 
 def _with_learning_rate(opt_state: optax.OptState, lr: jax.Array) -> optax.OptState:
@@ -103,13 +160,13 @@ def _with_learning_rate(opt_state: optax.OptState, lr: jax.Array) -> optax.OptSt
     return clip_state, adam_state._replace(hyperparams=hyperparams)
 
 
-def init_learner(networks: Networks, cfg: TrainConfig, key: jax.Array) -> LearnerState:
+def init_learner(networks: Networks, settings: EngineSettings, key: jax.Array) -> LearnerState:
     """Fresh parameters, optimiser states (one per agent with independent parameters) and
     value normaliser."""
     params = networks.init(key)
-    optimiser = make_optimiser(cfg)
+    optimiser = make_optimiser(settings)
     init = optimiser.init if networks.share_params else jax.vmap(optimiser.init)
-    value_norm = ValueNorm.create() if cfg.value_norm else ValueNorm.identity()
+    value_norm = ValueNorm.create() if settings.value_norm else ValueNorm.identity()
     return LearnerState(
         params, init(params["actor"]), init(params["critic"]), value_norm, jnp.int32(0)
     )
@@ -144,7 +201,7 @@ def optimiser_step(
 
 
 def surrogate_objective(
-    log_ratio: jax.Array, advantages: jax.Array, preceding: jax.Array, cfg: TrainConfig
+    log_ratio: jax.Array, advantages: jax.Array, preceding: jax.Array, settings: EngineSettings
 ) -> jax.Array:
     """Per-sample clipped objective of a stage (eq. 10-12).
 
@@ -155,14 +212,14 @@ def surrogate_objective(
     """
     ratio = jnp.exp(log_ratio)
     preceding = jax.lax.stop_gradient(preceding)
-    if cfg.preceding_factor == "clipped":
-        half = cfg.clip_eps / 2
+    if settings.preceding_factor == "clipped":
+        half = settings.clip_eps / 2
         return clipped_surrogate(
-            ratio * jnp.clip(preceding, 1 - half, 1 + half), advantages, cfg.clip_eps
+            ratio * jnp.clip(preceding, 1 - half, 1 + half), advantages, settings.clip_eps
         )
-    if cfg.preceding_factor == "happo":
-        return preceding * clipped_surrogate(ratio, advantages, cfg.clip_eps)
-    return clipped_surrogate(ratio, advantages, cfg.clip_eps)
+    if settings.preceding_factor == "happo":
+        return preceding * clipped_surrogate(ratio, advantages, settings.clip_eps)
+    return clipped_surrogate(ratio, advantages, settings.clip_eps)
 
 
 def advantage_scores(advantages: jax.Array, values: jax.Array, active: jax.Array) -> jax.Array:
@@ -172,195 +229,6 @@ def advantage_scores(advantages: jax.Array, values: jax.Array, active: jax.Array
     mean_abs_adv = jnp.sum(jnp.abs(advantages) * weight, axes) / jnp.maximum(weight.sum(axes), 1)
     mean_abs_val = jnp.sum(jnp.abs(values) * weight, axes) / jnp.maximum(weight.sum(axes), 1)
     return mean_abs_adv / (mean_abs_val + 1e-8)
-
-
-# --- the rollout as training units -----------------------------------------------------------
-
-
-def to_units(x: jax.Array, chunk: int) -> jax.Array:
-    """``[T, E, n, ...]`` -> ``[L, U, ...]``: time within the chunk, then unit
-    ``u = (chunk * E + env) * n + agent``."""
-    steps, envs, agents = x.shape[:3]
-    x = x.reshape(steps // chunk, chunk, envs, agents, *x.shape[3:])
-    return jnp.moveaxis(x, 1, 0).reshape(chunk, -1, *x.shape[4:])
-
-
-def to_groups(x: jax.Array, chunk: int) -> jax.Array:
-    """``[T, E, ...]`` -> ``[L, G, ...]`` with group ``g = chunk * E + env``."""
-    steps, envs = x.shape[:2]
-    x = x.reshape(steps // chunk, chunk, envs, *x.shape[2:])
-    return jnp.moveaxis(x, 1, 0).reshape(chunk, -1, *x.shape[3:])
-
-
-def from_groups(x: jax.Array, num_envs: int) -> jax.Array:
-    """Inverse of ``to_groups``: ``[L, G, ...]`` -> ``[T, E, ...]``."""
-    chunk = x.shape[0]
-    x = x.reshape(chunk, -1, num_envs, *x.shape[2:])
-    return jnp.moveaxis(x, 0, 1).reshape(-1, num_envs, *x.shape[3:])
-
-
-class Units(NamedTuple):
-    """The round's rollout as training units (see the module docstring). Leaves ``[L, U, ...]``
-    per unit and step, ``[L, G, ...]`` per group and step, ``[U, ...]`` per unit."""
-
-    obs: jax.Array  # [L, U, obs_dim]
-    avail: jax.Array  # [L, U, A]
-    action: jax.Array  # [L, U]
-    log_prob: jax.Array  # [L, U], behaviour log-probability
-    value: jax.Array  # [L, U], rollout-time value (normalised scale)
-    active: jax.Array  # [L, U], the agent had a choice of action
-    state: jax.Array  # [L, G, state_dim]
-    first: jax.Array  # [L, G]
-    group_action: jax.Array  # [L, G, n], every agent's action (the conditioning input)
-    group_batch: jax.Array  # [G, n], every agent's batch in the unit's chunk
-    carry: jax.Array  # [U, h], GRU state at the chunk's start
-    batch_index: jax.Array  # [U]
-    teacher: jax.Array | None  # [L, U, A], logits to distil (π_ind only)
-    teacher_weight: jax.Array | None  # [L, G]
-
-    @property
-    def num_agents(self) -> int:
-        return self.group_batch.shape[1]
-
-    @property
-    def num_units(self) -> int:
-        return self.carry.shape[0]
-
-
-def make_units(trajectory: Trajectory, batch_index: jax.Array, chunk: int) -> Units:
-    """Cut a rollout ``[T, E, ...]`` into units of ``chunk`` steps; ``batch_index[T, E, n]``."""
-    tr = trajectory.transitions
-    n = tr.action.shape[-1]
-    starts = batch_index[::chunk].reshape(-1, n)  # [G, n]
-    teacher = trajectory.distill
-    return Units(
-        obs=to_units(tr.obs, chunk),
-        avail=to_units(tr.avail, chunk),
-        action=to_units(tr.action, chunk),
-        log_prob=to_units(tr.log_prob, chunk),
-        value=to_units(tr.value, chunk),
-        active=to_units(tr.avail.sum(-1) > 1, chunk),
-        state=to_groups(tr.state, chunk),
-        first=to_groups(tr.first, chunk),
-        group_action=to_groups(tr.action, chunk),
-        group_batch=starts,
-        carry=tr.carry[::chunk].reshape(-1, tr.carry.shape[-1]),
-        batch_index=starts.reshape(-1),
-        teacher=None if teacher is None else to_units(teacher.logits, chunk),
-        teacher_weight=None if teacher is None else to_groups(teacher.weight, chunk),
-    )
-
-
-class Windows(NamedTuple):
-    """Some units laid out in fixed-size windows: slot ``s`` holds unit ``unit[s]`` where
-    ``valid[s]``; ``segment[s]`` numbers the unit's group within its window."""
-
-    unit: jax.Array  # [S]
-    valid: jax.Array  # [S]
-    segment: jax.Array  # [S]
-    count: jax.Array  # [], windows in use
-
-
-def window_size(num_units: int, num_agents: int, minibatches: int, whole: bool) -> int:
-    """Units per window: one agent's share of a MAPPO minibatch, so that a stage of A2PO or
-    HAPPO is one window per minibatch; or, for a ``whole`` single-stage round, the minibatch
-    itself (one window each instead of ``n`` windows replayed one after another)."""
-    return max(8, math.ceil(num_units / (minibatches * (1 if whole else num_agents))))
-
-
-def pack_windows(
-    member: jax.Array, rank: jax.Array, width: int, slack: int, num_agents: int
-) -> Windows:
-    """Lay the units where ``member[U]`` into windows of ``width + slack`` slots, in order
-    of ``rank[U]`` (a unit's group must be contiguous in that order).
-
-    With ``slack = n - 1`` no group is split between windows: a window takes the groups that
-    *start* among its ``width`` positions, which end at most ``n - 1`` slots later. With
-    ``slack = 0`` units are placed one after another (groups may split).
-    """
-    num_units = member.shape[0]
-    window = width + slack
-    max_windows = -(-num_units // width)
-    order = jnp.argsort(jnp.where(member, rank, jnp.iinfo(jnp.int32).max))
-    count = jnp.sum(member)
-    position = jnp.arange(num_units)
-    if slack:
-        group = order // num_agents
-        starts_group = jnp.concatenate([jnp.ones((1,), bool), group[1:] != group[:-1]])
-        start = jax.lax.cummax(jnp.where(starts_group, position, 0))
-    else:
-        start = position
-    window_of = start // width
-    slot = window_of * window + position - window_of * width
-    slot = jnp.where(position < count, slot, max_windows * window)  # past the end: dropped
-    size = max_windows * window
-    return Windows(
-        unit=jnp.zeros(size, jnp.int32).at[slot].set(order, mode="drop"),
-        valid=jnp.zeros(size, bool).at[slot].set(True, mode="drop"),
-        segment=jnp.zeros(size, jnp.int32).at[slot].set(start - window_of * width, mode="drop"),
-        count=jnp.where(count > 0, window_of[jnp.maximum(count - 1, 0)] + 1, 0),
-    )
-
-
-class WindowBatch(NamedTuple):
-    """The inputs of one window of units (leaves ``[L, W, ...]`` or ``[W, ...]``)."""
-
-    unit: jax.Array  # [W]
-    group: jax.Array  # [W]
-    agent: jax.Array  # [W]
-    valid: jax.Array  # [W]
-    segment: jax.Array  # [W]
-    carry: jax.Array  # [W, h]
-    obs: jax.Array
-    avail: jax.Array
-    action: jax.Array
-    log_prob: jax.Array
-    value: jax.Array
-    active: jax.Array  # [L, W], valid and the agent had a choice
-    state: jax.Array
-    first: jax.Array
-    preceding: jax.Array  # [L, W, n], earlier batches' actions (num_actions: none)
-    teacher: jax.Array | None
-    teacher_weight: jax.Array | None
-
-
-def window_batch(units: Units, windows: Windows, index: jax.Array, window: int) -> WindowBatch:
-    """Gather window ``index`` of ``windows``."""
-    n = units.num_agents
-    take = jax.lax.dynamic_slice_in_dim
-    unit = take(windows.unit, index * window, window)
-    valid = take(windows.valid, index * window, window)
-    group = unit // n
-
-    def per_unit(x: jax.Array | None) -> jax.Array | None:
-        return None if x is None else jnp.take(x, unit, axis=1)
-
-    def per_group(x: jax.Array | None) -> jax.Array | None:
-        return None if x is None else jnp.take(x, group, axis=1)
-
-    num_actions = units.avail.shape[-1]
-    own_batch = units.batch_index[unit]  # [W]
-    earlier = units.group_batch[group] < own_batch[:, None]  # [W, n]
-    preceding = jnp.where(earlier, per_group(units.group_action), num_actions)
-    return WindowBatch(
-        unit=unit,
-        group=group,
-        agent=unit % n,
-        valid=valid,
-        segment=take(windows.segment, index * window, window),
-        carry=units.carry[unit],
-        obs=per_unit(units.obs),
-        avail=per_unit(units.avail),
-        action=per_unit(units.action),
-        log_prob=per_unit(units.log_prob),
-        value=per_unit(units.value),
-        active=per_unit(units.active) & valid,
-        state=per_group(units.state),
-        first=per_group(units.first),
-        preceding=preceding.astype(jnp.int32),
-        teacher=per_unit(units.teacher),
-        teacher_weight=per_group(units.teacher_weight),
-    )
 
 
 def window_logits(actor_params: Params, networks: Networks, batch: WindowBatch) -> jax.Array:
@@ -384,7 +252,7 @@ def window_loss(
     networks: Networks,
     batch: WindowBatch,
     inputs: StageInputs,
-    cfg: TrainConfig,
+    settings: EngineSettings,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Sum over a window's samples of the actor loss (surrogate, entropy bonus, distillation)
     plus the critic loss (clipped, Huber); the minibatch divides by its sample counts.
@@ -394,7 +262,7 @@ def window_loss(
     logits = window_logits(params["actor"], networks, batch)
     log_ratio = categorical_log_prob(logits, batch.action) - batch.log_prob  # [L, W]
     sample_ratio = log_ratio
-    if cfg.ratio == "joint":  # eq. 11: product over the group's units (same step, batch k)
+    if settings.ratio == "joint":  # eq. 11: product over the group's units (same step, batch k)
         window = batch.segment.shape[0]
         summed = jax.ops.segment_sum(
             jnp.where(batch.valid, log_ratio, 0.0).T, batch.segment, num_segments=window
@@ -402,7 +270,7 @@ def window_loss(
         log_ratio = summed[batch.segment].T
     advantages = jnp.take(inputs.advantages, batch.unit, axis=1)
     preceding = jnp.take(inputs.preceding, batch.group, axis=1)
-    surrogate = surrogate_objective(log_ratio, advantages, preceding, cfg)
+    surrogate = surrogate_objective(log_ratio, advantages, preceding, settings)
     policy_weight = batch.active.astype(jnp.float32)
     value_weight = jnp.broadcast_to(batch.valid, batch.action.shape).astype(jnp.float32)
 
@@ -411,7 +279,7 @@ def window_loss(
 
     entropy = total(categorical_entropy(logits), policy_weight)
     policy = -total(surrogate, policy_weight)
-    actor_loss = policy - cfg.ent_coef * entropy
+    actor_loss = policy - settings.ent_coef * entropy
     sums = {"policy_loss": policy, "entropy": entropy}
     if batch.teacher is not None:
         kl = categorical_kl(batch.teacher, logits) * batch.teacher_weight
@@ -419,11 +287,13 @@ def window_loss(
         actor_loss = actor_loss + sums["distill_loss"]
     values = networks.unit_values(params["critic"], batch.agent, batch.state, batch.obs)
     targets = jnp.take(inputs.value_targets, batch.unit, axis=1)
-    errors = clipped_value_loss(values, batch.value, targets, cfg.clip_eps, cfg.huber_delta)
+    errors = clipped_value_loss(
+        values, batch.value, targets, settings.clip_eps, settings.huber_delta
+    )
     sums["value_loss"] = total(errors, value_weight)
     ratio = jnp.exp(sample_ratio)
     sums["approx_kl"] = total((ratio - 1.0) - sample_ratio, policy_weight)
-    sums["clipfrac"] = total(jnp.abs(ratio - 1.0) > cfg.clip_eps, policy_weight)
+    sums["clipfrac"] = total(jnp.abs(ratio - 1.0) > settings.clip_eps, policy_weight)
     return actor_loss + sums["value_loss"], sums
 
 
@@ -443,7 +313,7 @@ def prepare_round(
     trajectory: Trajectory,
     key: jax.Array,
     partitioner: Partitioner,
-    cfg: TrainConfig,
+    settings: EngineSettings,
 ) -> RoundContext:
     """TD errors of the rollout, the partition (A2PO's is chosen here, from advantages) and
     the rollout as training units."""
@@ -451,15 +321,17 @@ def prepare_round(
     values = learner.value_norm.denormalise(tr.value)
     next_values = learner.value_norm.denormalise(tr.next_value)
     terminated = tr.terminated[..., None].astype(jnp.float32)
-    deltas = td_errors(tr.reward[..., None], values, next_values, terminated, cfg.gamma)
+    deltas = td_errors(tr.reward[..., None], values, next_values, terminated, settings.gamma)
     done = tr.done[..., None].astype(jnp.float32)
     active = tr.avail.sum(-1) > 1
     batch_index = tr.batch_index
     if partitioner.needs_scores:
-        plain = corrected_gae(deltas, jnp.ones_like(deltas), done, cfg.gamma, cfg.gae_lambda)
+        plain = corrected_gae(
+            deltas, jnp.ones_like(deltas), done, settings.gamma, settings.gae_lambda
+        )
         order = partitioner.partition(key, advantage_scores(plain, values, active))
         batch_index = jnp.broadcast_to(order, batch_index.shape)
-    units = make_units(trajectory, batch_index, cfg.recurrent_chunk)
+    units = make_units(trajectory, batch_index, settings.recurrent_chunk)
     return RoundContext(units, batch_index, values, deltas, done, active)
 
 
@@ -485,12 +357,6 @@ def refresh_log_ratios(
     return jax.lax.fori_loop(0, windows.count, refresh, log_ratio)
 
 
-def single_stage(cfg: TrainConfig) -> bool:
-    """Every agent is in one batch by construction (MAPPO, and π_ind's update): the round is
-    one stage, traced without the stage loop and the ratio refresh it never runs."""
-    return cfg.partition == "single"
-
-
 class StageCarry(NamedTuple):
     """What the stage loop carries."""
 
@@ -503,45 +369,53 @@ class StageCarry(NamedTuple):
     metric_sums: dict[str, jax.Array]  # per-stage means, summed over stages
 
 
-def run_stage(
-    carry: StageCarry, ctx: RoundContext, networks: Networks, cfg: TrainConfig
-) -> StageCarry:
-    """Update batch ``carry.stage``: refresh the earlier agents' ratios, correct the
-    advantages, then PPO on this batch's units only."""
-    learner, units, stage = carry.learner, ctx.units, carry.stage
-    n = units.num_agents
-    width = window_size(units.num_units, n, cfg.minibatches, single_stage(cfg))
-    num_envs = ctx.deltas.shape[1]
+def earlier_log_ratios(
+    carry: StageCarry, ctx: RoundContext, networks: Networks, settings: EngineSettings, width: int
+) -> tuple[jax.Array, jax.Array]:
+    """The log-ratios with those of the earlier batches' units that this stage needs brought
+    up to date, and which units were recomputed (``[L, U]``, ``[U]``).
+
+    ρ needs the earlier batches' probabilities under the current parameters (SPEC §2):
+    recompute a unit's where its agent's parameters changed since it was last computed (with
+    shared parameters every stage changes every agent), and only where this stage's
+    advantages look: from the env's first chunk that holds a unit of this batch on.
+    """
+    units, stage = ctx.units, carry.stage
+    n, num_envs = units.num_agents, ctx.deltas.shape[1]
     earlier = units.batch_index < stage
-    # ρ needs the earlier batches' probabilities under the current parameters (SPEC §2):
-    # recompute a unit's where its agent's parameters changed since it was last computed
-    # (with shared parameters every stage changes every agent), and only where this stage's
-    # advantages look: from the env's first chunk that holds a unit of this batch on.
-    member = units.batch_index == stage
-    here = member.reshape(-1, num_envs, n).any(-1)  # [C, E]
+    here = (units.batch_index == stage).reshape(-1, num_envs, n).any(-1)  # [C, E]
     needed = jnp.repeat((jnp.cumsum(here, axis=0) > 0).reshape(-1), n)  # [U]
     agent_of = jnp.arange(units.num_units) % n
     stale = carry.agent_updated_at[agent_of] >= carry.refreshed_at
     refresh = earlier & needed & stale
-    if single_stage(cfg):  # no earlier batch: nothing to refresh, and no refresh to compile
-        log_ratio = carry.log_ratio
-    else:
-        log_ratio = refresh_log_ratios(
-            learner.params["actor"], carry.log_ratio, refresh, units, networks, width
-        )
-    chunk = cfg.recurrent_chunk
-    preceding_log = jnp.where(earlier, log_ratio, 0.0).reshape(chunk, -1, n).sum(-1)  # [L, G]
-    preceding = jnp.exp(preceding_log)
-    if cfg.advantage == "corrected":
-        trace = jnp.minimum(1.0, from_groups(preceding, num_envs))[..., None]
+    if settings.single_stage:  # no earlier batch: nothing to refresh, and no refresh to compile
+        return carry.log_ratio, refresh
+    actor = carry.learner.params["actor"]
+    return refresh_log_ratios(actor, carry.log_ratio, refresh, units, networks, width), refresh
+
+
+def stage_inputs(
+    log_ratio: jax.Array,
+    ctx: RoundContext,
+    value_norm: ValueNorm,
+    stage: jax.Array,
+    settings: EngineSettings,
+) -> tuple[StageInputs, ValueNorm]:
+    """The stage's advantages (corrected for the earlier batches' ratios, eq. 1) and value
+    targets, and the value normaliser updated on its targets."""
+    units, chunk = ctx.units, settings.recurrent_chunk
+    earlier = units.batch_index < stage
+    preceding_log = jnp.where(earlier, log_ratio, 0.0).reshape(chunk, -1, units.num_agents)
+    preceding = jnp.exp(preceding_log.sum(-1))  # [L, G]
+    if settings.advantage == "corrected":
+        trace = jnp.minimum(1.0, from_groups(preceding, ctx.deltas.shape[1]))[..., None]
     else:
         trace = jnp.ones((1, 1, 1))
     trace = jnp.broadcast_to(trace, ctx.deltas.shape)
-    advantages = corrected_gae(ctx.deltas, trace, ctx.done, cfg.gamma, cfg.gae_lambda)
+    advantages = corrected_gae(ctx.deltas, trace, ctx.done, settings.gamma, settings.gae_lambda)
     targets = advantages + ctx.values
     stage_mask = ctx.batch_index == stage
-    value_norm = learner.value_norm
-    if cfg.value_norm:  # a stage without samples leaves the statistics alone
+    if settings.value_norm:  # a stage without samples leaves the statistics alone
         updated_norm = value_norm.update(targets, stage_mask, beta=0.99999)
         value_norm = jax.tree.map(
             lambda new, old: jnp.where(jnp.any(stage_mask), new, old), updated_norm, value_norm
@@ -551,88 +425,180 @@ def run_stage(
         value_targets=to_units(value_norm.normalise(targets), chunk),
         preceding=preceding,
     )
-    joint = cfg.ratio == "joint"
-    slack = n - 1 if joint else 0
-    window = width + slack
-    optimiser = make_optimiser(cfg)
-    # The PPO steps run on the parameters as flat vectors (see ``make_optimiser``).
-    independent = not networks.share_params
-    flat_actor, unravel_actor = ravel(learner.params["actor"], independent)
-    flat_critic, unravel_critic = ravel(learner.params["critic"], independent)
+    return inputs, value_norm
 
-    def unravel(flat: dict[str, jax.Array]) -> dict[str, Params]:
+
+FlatParams = dict[str, jax.Array]
+"""Actor and critic parameters each raveled into one vector (``ravel``)."""
+
+
+def ravel_learner_params(
+    params: dict[str, Params], per_agent: bool
+) -> tuple[FlatParams, Callable[[FlatParams], dict[str, Params]]]:
+    """Actor and critic parameters as flat vectors, and the function that restores them."""
+    flat_actor, unravel_actor = ravel(params["actor"], per_agent)
+    flat_critic, unravel_critic = ravel(params["critic"], per_agent)
+
+    def unravel(flat: FlatParams) -> dict[str, Params]:
         return {"actor": unravel_actor(flat["actor"]), "critic": unravel_critic(flat["critic"])}
 
-    def flat_window_loss(flat: dict[str, jax.Array], *args: object) -> tuple:
-        return window_loss(unravel(flat), *args)
+    return {"actor": flat_actor, "critic": flat_critic}, unravel
 
+
+class StageData(NamedTuple):
+    """What the PPO steps of a stage read beside the learner state, fixed for the stage."""
+
+    units: Units
+    inputs: StageInputs
+    member: jax.Array  # [U], the units of this stage's batch
+    width: int  # window positions where a group may start
+    slack: int  # slots a window has beyond ``width``: n - 1 keeps groups whole (joint ratio)
+    unravel: Callable[[FlatParams], dict[str, Params]]
+
+    @property
+    def window(self) -> int:
+        return self.width + self.slack
+
+
+def flat_window_loss(
+    flat: FlatParams,
+    unravel: Callable[[FlatParams], dict[str, Params]],
+    networks: Networks,
+    batch: WindowBatch,
+    inputs: StageInputs,
+    settings: EngineSettings,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """``window_loss`` of parameters given as flat vectors."""
+    return window_loss(unravel(flat), networks, batch, inputs, settings)
+
+
+class GradientSums(NamedTuple):
+    """A minibatch's gradients and loss sums over its windows so far, with its sample counts
+    per agent."""
+
+    grads: FlatParams
+    sums: dict[str, jax.Array]
+    policy_count: jax.Array  # [n], samples in the policy loss
+    value_count: jax.Array  # [n], samples in the value loss
+
+
+def add_window(
+    index: jax.Array,
+    acc: GradientSums,
+    params: FlatParams,
+    windows: Windows,
+    data: StageData,
+    networks: Networks,
+    settings: EngineSettings,
+) -> GradientSums:
+    """``acc`` plus the gradients, loss sums and sample counts of window ``index``."""
+    batch = window_batch(data.units, windows, index, data.window)
     grad_fn = jax.grad(flat_window_loss, has_aux=True)
-    agents = jnp.arange(n)
-
-    def minibatch_step(state: tuple, bounds: tuple) -> tuple:
-        learner, windows = state
-        first, last = bounds
-
-        def accumulate(index: jax.Array, acc: tuple) -> tuple:
-            grads, sums, policy_count, value_count = acc
-            batch = window_batch(units, windows, index, window)
-            new_grads, new_sums = grad_fn(learner.params, networks, batch, inputs, cfg)
-            per_agent = batch.agent[:, None] == agents  # [W, n]
-            policy_count += jnp.sum(per_agent * batch.active.sum(0)[:, None], axis=0)
-            value_count += jnp.sum(per_agent * batch.valid[:, None], axis=0) * chunk
-            grads = jax.tree.map(jnp.add, grads, new_grads)
-            sums = {k: sums[k] + v for k, v in new_sums.items()}
-            return grads, sums, policy_count, value_count
-
-        zeros = jax.tree.map(jnp.zeros_like, learner.params)
-        names = (*STAGE_METRICS[:-1], *(("distill_loss",) if units.teacher is not None else ()))
-        start = (zeros, {k: jnp.float32(0.0) for k in names}, jnp.zeros(n), jnp.zeros(n))
-        grads, sums, policy_count, value_count = jax.lax.fori_loop(first, last, accumulate, start)
-        policy_total = jnp.maximum(policy_count.sum(), 1.0)
-        value_total = jnp.maximum(value_count.sum(), 1.0)
-        grads = {
-            "actor": jax.tree.map(lambda g: g / policy_total, grads["actor"]),
-            "critic": jax.tree.map(lambda g: g / value_total, grads["critic"]),
-        }
-        if networks.share_params:
-            actor_steps, critic_steps = policy_count.sum() > 0, value_count.sum() > 0
-        else:
-            actor_steps, critic_steps = policy_count > 0, value_count > 0
-        params, opts = dict(learner.params), {}
-        for part, steps, opt in (
-            ("actor", actor_steps, learner.actor_opt),
-            ("critic", critic_steps, learner.critic_opt),
-        ):
-            params[part], opts[part] = optimiser_step(
-                optimiser, grads[part], opt, learner.params[part], steps, networks.share_params
-            )
-        learner = learner._replace(
-            params=params, actor_opt=opts["actor"], critic_opt=opts["critic"]
-        )
-        metrics = {
-            k: v / (value_total if k == "value_loss" else policy_total) for k, v in sums.items()
-        }
-        metrics["grad_norm"] = optax.tree.norm(grads["actor"])
-        took_step = value_count.sum() > 0
-        return (learner, windows), (metrics, took_step)
-
-    def epoch(learner: LearnerState, key: jax.Array) -> tuple:
-        group_rank = jax.random.permutation(key, units.num_units // n)
-        unit_ids = jnp.arange(units.num_units)
-        rank = group_rank[unit_ids // n] * n + unit_ids % n
-        windows = pack_windows(member, rank, width, slack, n)
-        edges = windows.count * jnp.arange(cfg.minibatches + 1) // cfg.minibatches
-        (learner, _), out = jax.lax.scan(
-            minibatch_step, (learner, windows), (edges[:-1], edges[1:])
-        )
-        return learner, out
-
-    key, stage_key = jax.random.split(carry.key)
-    learner = learner._replace(
-        value_norm=value_norm, params={"actor": flat_actor, "critic": flat_critic}
+    new_grads, new_sums = grad_fn(params, data.unravel, networks, batch, data.inputs, settings)
+    per_agent = batch.agent[:, None] == jnp.arange(data.units.num_agents)  # [W, n]
+    policy_count = acc.policy_count + jnp.sum(per_agent * batch.active.sum(0)[:, None], axis=0)
+    value_count = acc.value_count + (
+        jnp.sum(per_agent * batch.valid[:, None], axis=0) * settings.recurrent_chunk
     )
+    grads = jax.tree.map(jnp.add, acc.grads, new_grads)
+    sums = {k: acc.sums[k] + v for k, v in new_sums.items()}
+    return GradientSums(grads, sums, policy_count, value_count)
+
+
+def minibatch_step(
+    state: tuple[LearnerState, Windows],
+    bounds: tuple[jax.Array, jax.Array],
+    data: StageData,
+    networks: Networks,
+    settings: EngineSettings,
+) -> tuple[tuple[LearnerState, Windows], tuple[dict[str, jax.Array], jax.Array]]:
+    """One optimiser step on the gradients summed over windows ``bounds = (first, last)``;
+    returns the minibatch's metrics and whether it held any sample."""
+    learner, windows = state
+    first, last = bounds
+    n = data.units.num_agents
+    teacher = ("distill_loss",) if data.units.teacher is not None else ()
+    start = GradientSums(
+        jax.tree.map(jnp.zeros_like, learner.params),
+        {k: jnp.float32(0.0) for k in (*STAGE_METRICS[:-1], *teacher)},
+        jnp.zeros(n),
+        jnp.zeros(n),
+    )
+    add = functools.partial(
+        add_window,
+        params=learner.params,
+        windows=windows,
+        data=data,
+        networks=networks,
+        settings=settings,
+    )
+    grads, sums, policy_count, value_count = jax.lax.fori_loop(first, last, add, start)
+    policy_total = jnp.maximum(policy_count.sum(), 1.0)
+    value_total = jnp.maximum(value_count.sum(), 1.0)
+    grads = {
+        "actor": jax.tree.map(lambda g: g / policy_total, grads["actor"]),
+        "critic": jax.tree.map(lambda g: g / value_total, grads["critic"]),
+    }
+    if networks.share_params:
+        actor_steps, critic_steps = policy_count.sum() > 0, value_count.sum() > 0
+    else:
+        actor_steps, critic_steps = policy_count > 0, value_count > 0
+    optimiser = make_optimiser(settings)
+    params, opts = dict(learner.params), {}
+    for part, steps, opt in (
+        ("actor", actor_steps, learner.actor_opt),
+        ("critic", critic_steps, learner.critic_opt),
+    ):
+        params[part], opts[part] = optimiser_step(
+            optimiser, grads[part], opt, learner.params[part], steps, networks.share_params
+        )
+    learner = learner._replace(params=params, actor_opt=opts["actor"], critic_opt=opts["critic"])
+    metrics = {k: v / (value_total if k == "value_loss" else policy_total) for k, v in sums.items()}
+    metrics["grad_norm"] = optax.tree.norm(grads["actor"])
+    took_step = value_count.sum() > 0
+    return (learner, windows), (metrics, took_step)
+
+
+def stage_epoch(
+    learner: LearnerState,
+    key: jax.Array,
+    data: StageData,
+    networks: Networks,
+    settings: EngineSettings,
+) -> tuple[LearnerState, tuple[dict[str, jax.Array], jax.Array]]:
+    """One PPO epoch over the stage's units: whole groups in a random order, laid out in
+    windows, the windows split into ``minibatches`` optimiser steps."""
+    n, num_units = data.units.num_agents, data.units.num_units
+    group_rank = jax.random.permutation(key, num_units // n)
+    unit_ids = jnp.arange(num_units)
+    rank = group_rank[unit_ids // n] * n + unit_ids % n
+    windows = pack_windows(data.member, rank, data.width, data.slack, n)
+    edges = windows.count * jnp.arange(settings.minibatches + 1) // settings.minibatches
+    step = functools.partial(minibatch_step, data=data, networks=networks, settings=settings)
+    (learner, _), out = jax.lax.scan(step, (learner, windows), (edges[:-1], edges[1:]))
+    return learner, out
+
+
+def run_stage(
+    carry: StageCarry, ctx: RoundContext, networks: Networks, settings: EngineSettings
+) -> StageCarry:
+    """Update batch ``carry.stage``: refresh the earlier agents' ratios, correct the
+    advantages, then PPO on this batch's units only."""
+    learner, units, stage = carry.learner, ctx.units, carry.stage
+    n = units.num_agents
+    width = window_size(units.num_units, n, settings.minibatches, settings.single_stage)
+    log_ratio, refresh = earlier_log_ratios(carry, ctx, networks, settings, width)
+    inputs, value_norm = stage_inputs(log_ratio, ctx, learner.value_norm, stage, settings)
+    member = units.batch_index == stage
+    # The PPO steps run on the parameters as flat vectors (see ``make_optimiser``).
+    flat, unravel = ravel_learner_params(learner.params, not networks.share_params)
+    slack = n - 1 if settings.ratio == "joint" else 0
+    data = StageData(units, inputs, member, width, slack, unravel)
+    key, stage_key = jax.random.split(carry.key)
+    learner = learner._replace(value_norm=value_norm, params=flat)
+    epoch = functools.partial(stage_epoch, data=data, networks=networks, settings=settings)
     learner, (metrics, took_step) = jax.lax.scan(
-        epoch, learner, jax.random.split(stage_key, cfg.epochs)
+        epoch, learner, jax.random.split(stage_key, settings.epochs)
     )
     learner = learner._replace(params=unravel(learner.params))
     steps = jnp.maximum(took_step.sum(), 1)
@@ -661,17 +627,17 @@ def batch_sequential_update(
     key: jax.Array,
     networks: Networks,
     partitioner: Partitioner,
-    cfg: TrainConfig,
+    settings: EngineSettings,
 ) -> tuple[LearnerState, dict[str, jax.Array]]:
     """One round of the engine over a rollout; returns the new learner state and metrics
     (stage metrics averaged over the K stages, plus ``num_batches``)."""
     partition_key, key = jax.random.split(key)
-    lr = round_learning_rate(cfg, learner.rounds)
+    lr = round_learning_rate(settings, learner.rounds)
     learner = learner._replace(
         actor_opt=_with_learning_rate(learner.actor_opt, lr),
         critic_opt=_with_learning_rate(learner.critic_opt, lr),
     )
-    ctx = prepare_round(learner, trajectory, partition_key, partitioner, cfg)
+    ctx = prepare_round(learner, trajectory, partition_key, partitioner, settings)
     num_batches = jnp.max(ctx.batch_index) + 1
     names = STAGE_METRICS + (("distill_loss",) if trajectory.distill is not None else ())
     start = StageCarry(
@@ -683,12 +649,12 @@ def batch_sequential_update(
         jnp.int32(0),
         {name: jnp.float32(0.0) for name in names},
     )
-    if single_stage(cfg):
-        final = run_stage(start, ctx, networks, cfg)
+    if settings.single_stage:
+        final = run_stage(start, ctx, networks, settings)
     else:
         final = jax.lax.while_loop(
             lambda carry: carry.stage < num_batches,
-            lambda carry: run_stage(carry, ctx, networks, cfg),
+            lambda carry: run_stage(carry, ctx, networks, settings),
             start,
         )
     metrics = {k: v / num_batches for k, v in final.metric_sums.items()}

@@ -23,6 +23,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from b2mapo.config import tagged_fields
 from b2mapo.envs.registry import BUILT_IN
 from b2mapo.rundir import atomic_write
 from b2mapo.state import RunnerState
@@ -30,11 +31,6 @@ from b2mapo.train import Trainer, compiler_options
 
 EXPORT_DIR = "b2mapo-exported"
 """Subdirectory of ``jax_compilation_cache_dir`` that holds the exported chunks."""
-
-HOST_ONLY_FIELDS = frozenset(
-    {"out", "wandb_project", "seed", "eval_every", "eval_episodes", "final_eval_episodes"}
-)
-"""Config fields the chunk's program does not depend on (seeds enter through the state)."""
 
 TRACED_LIBRARIES = ("jax", "jaxlib", "jaxmarl", "flax", "optax")
 
@@ -52,7 +48,7 @@ def _source_digest() -> str:
 
 def program_key(trainer: Trainer, leaves: list[jax.Array], treedef: Any) -> str:
     """Name of the exported chunk of ``trainer`` for a state with these leaves."""
-    config = {k: v for k, v in trainer.cfg.to_dict().items() if k not in HOST_ONLY_FIELDS}
+    config = {k: v for k, v in trainer.cfg.to_dict().items() if k not in tagged_fields("host_only")}
     parts = {
         "config": config,
         "source": _source_digest(),

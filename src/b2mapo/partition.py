@@ -146,43 +146,55 @@ def parse_graph(spec: str, num_agents: int) -> np.ndarray:
     return adjacency
 
 
-PARTITIONERS = (
-    "single",
-    "sequential_random",
-    "sequential_advantage",
-    "random_k",
-    "greedy_coloring",
-    "brute_force",
-)
+PartitionerBuilder = Callable[[int, int, str], Partitioner]
+"""Builds a partitioner from ``(num_agents, num_batches, dependency_graph)``; ``ValueError``
+on bad settings."""
+
+
+def _random_k(num_agents: int, num_batches: int, dependency_graph: str) -> Partitioner:
+    if not 1 <= num_batches <= num_agents:
+        raise ValueError(
+            f"num_batches={num_batches} must be between 1 and the number of agents "
+            f"({num_agents}) for random_k"
+        )
+    return Partitioner(random_k(num_agents, num_batches))
+
+
+def _greedy_coloring(num_agents: int, num_batches: int, dependency_graph: str) -> Partitioner:
+    fixed = greedy_colouring(jnp.asarray(parse_graph(dependency_graph, num_agents)))
+    return Partitioner(lambda key, scores: fixed)
+
+
+def _brute_force(num_agents: int, num_batches: int, dependency_graph: str) -> Partitioner:
+    adjacency = parse_graph(dependency_graph, num_agents)
+    if num_agents > BRUTE_FORCE_MAX_AGENTS:
+        raise ValueError(
+            f"brute_force handles at most {BRUTE_FORCE_MAX_AGENTS} agents, not "
+            f"{num_agents}; use greedy_coloring"
+        )
+    fixed = jnp.asarray(minimum_colouring(adjacency))
+    return Partitioner(lambda key, scores: fixed)
+
+
+PARTITIONERS: dict[str, PartitionerBuilder] = {
+    "single": lambda num_agents, num_batches, graph: Partitioner(single(num_agents)),
+    "sequential_random": lambda num_agents, num_batches, graph: Partitioner(
+        sequential_random(num_agents)
+    ),
+    "sequential_advantage": lambda num_agents, num_batches, graph: Partitioner(
+        sequential_advantage(num_agents), needs_scores=True
+    ),
+    "random_k": _random_k,
+    "greedy_coloring": _greedy_coloring,
+    "brute_force": _brute_force,
+}
+"""The partitioners by name: each name is a ``--partition`` value."""
 
 
 def make_partitioner(
     name: str, num_agents: int, num_batches: int = 1, dependency_graph: str = "none"
 ) -> Partitioner:
     """Build a named partitioner for ``num_agents`` agents; ``ValueError`` on bad settings."""
-    if name == "single":
-        return Partitioner(single(num_agents))
-    if name == "sequential_random":
-        return Partitioner(sequential_random(num_agents))
-    if name == "sequential_advantage":
-        return Partitioner(sequential_advantage(num_agents), needs_scores=True)
-    if name == "random_k":
-        if not 1 <= num_batches <= num_agents:
-            raise ValueError(
-                f"num_batches={num_batches} must be between 1 and the number of agents "
-                f"({num_agents}) for random_k"
-            )
-        return Partitioner(random_k(num_agents, num_batches))
-    adjacency = parse_graph(dependency_graph, num_agents)
-    if name == "greedy_coloring":
-        fixed = greedy_colouring(jnp.asarray(adjacency))
-    elif name == "brute_force":
-        if num_agents > BRUTE_FORCE_MAX_AGENTS:
-            raise ValueError(
-                f"brute_force handles at most {BRUTE_FORCE_MAX_AGENTS} agents, not "
-                f"{num_agents}; use greedy_coloring"
-            )
-        fixed = jnp.asarray(minimum_colouring(adjacency))
-    else:
+    if name not in PARTITIONERS:
         raise ValueError(f"unknown partitioner {name!r}; choose one of: {', '.join(PARTITIONERS)}")
-    return Partitioner(lambda key, scores: fixed)
+    return PARTITIONERS[name](num_agents, num_batches, dependency_graph)

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from b2mapo.config import ConfigError, TrainConfig
-from b2mapo.engine import init_learner
+from b2mapo.engine import EngineSettings, init_learner
 from b2mapo.envs.core import Env
 from b2mapo.envs.host.pool import HostPool
 from b2mapo.envs.registry import is_host, make_training_envs
@@ -49,7 +49,7 @@ def make_round(cfg: TrainConfig, env: Env | HostPool, networks: Networks) -> Rou
 def init_state(parts: Parts, cfg: TrainConfig, key: jax.Array) -> RunnerState:
     """A fresh runner state of one seed: π's learner, the env loop and the round's own state."""
     param_key, env_key, *own_keys, key = jax.random.split(key, 5)
-    learner = init_learner(parts.networks, cfg, param_key)
+    learner = init_learner(parts.networks, EngineSettings.of(cfg), param_key)
     loop = reset_envs(parts.env, parts.networks, env_key, cfg.num_envs)
     own = parts.round.init_own(tuple(own_keys), cfg.num_envs)
     return RunnerState(learner, loop, key, jnp.int32(0), own)

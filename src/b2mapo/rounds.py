@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from b2mapo.config import ConfigError, TrainConfig
-from b2mapo.engine import LearnerState, batch_sequential_update
+from b2mapo.engine import EngineSettings, LearnerState, batch_sequential_update
 from b2mapo.envs.core import Env, TimeStep
 from b2mapo.evaluation import Player
 from b2mapo.networks import Networks, Params
@@ -52,6 +52,7 @@ class Round(abc.ABC):
         self.env = env
         self.networks = networks
         self.partitioner = partitioner
+        self.engine_settings = EngineSettings.of(cfg)
 
     @abc.abstractmethod
     def init_own(self, keys: tuple[jax.Array, jax.Array], num_envs: int) -> Any:
@@ -111,7 +112,12 @@ class Round(abc.ABC):
     ) -> tuple[LearnerState, dict[str, jax.Array]]:
         """π's batch-sequential engine update on the round's rollout (every algorithm's)."""
         return batch_sequential_update(
-            state.learner, collected.trajectory, key, self.networks, self.partitioner, self.cfg
+            state.learner,
+            collected.trajectory,
+            key,
+            self.networks,
+            self.partitioner,
+            self.engine_settings,
         )
 
     # --- the policy that executes, alone (``b2mapo.load_policy``) ---------------------------

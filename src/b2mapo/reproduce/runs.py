@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from b2mapo import checkpoint, rundir
-from b2mapo.config import RESUMABLE_CHANGES, TrainConfig, diff
+from b2mapo.config import TrainConfig, diff, tagged_fields
 from b2mapo.errors import ConfigError
 from b2mapo.plots import Curve, curve
 from b2mapo.rundir import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE
@@ -20,7 +20,7 @@ from b2mapo.rundir import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE
 # The report's order of the algorithms it knows; any others follow, sorted by name.
 ALGO_ORDER = ("mappo", "happo", "a2po", "b2mapo-fixed", "b2mapo")
 # Config fields in which run directories merged as seeds of one algorithm may differ.
-MERGEABLE_FIELDS = RESUMABLE_CHANGES | {"seed", "seeds", "out", "time_updates"}
+MERGEABLE_FIELDS = tagged_fields("mergeable")
 
 
 class EvalPoint(NamedTuple):
