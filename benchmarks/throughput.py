@@ -51,8 +51,9 @@ from rich.console import Console
 from rich.table import Table
 
 from b2mapo.config import TrainConfig, resolve
-from b2mapo.engine import EngineSettings, LearnerState, batch_sequential_update
+from b2mapo.engine import batch_sequential_update
 from b2mapo.envs import Env, EnvSpec, TimeStep
+from b2mapo.learner import EngineSettings, LearnerState
 from b2mapo.networks import Networks
 from b2mapo.reproduce.timing import Timed, compile_timed, interleaved, machine_info
 from b2mapo.rollout import Trajectory, rollout

@@ -1,7 +1,9 @@
 """Time to a target greedy win rate, several algorithms x several seeds in one run.
 
 Each algorithm trains ``--seeds`` seeds side by side in one compiled program (the seed
-``vmap`` users run with ``--seeds``), from a cold start, compile included. After every chunk
+``vmap`` users run with ``--seeds``), from a cold start, compile included, in the loop
+``b2mapo train`` runs (``runner.train``: its metrics and checkpoints go to a temporary
+directory, its stop predicate ends the race). After every chunk
 (or every ``--eval-every-chunks`` chunks) every seed's executing policy is evaluated as the
 runner evaluates it (``b2mapo.evaluation.evaluate``: greedy and sampled, ``--eval-episodes``
 episodes; for B2MAPO π_ind, and π acting batch by batch on DAGs beside it); the greedy win
@@ -33,20 +35,18 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
+import tempfile
 from pathlib import Path
 from typing import Any
 
-import jax
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 from b2mapo.config import resolve
-from b2mapo.evaluation import evaluate
-from b2mapo.reproduce.timing import compile_timed, machine_info
+from b2mapo.reproduce.timing import machine_info
 from b2mapo.rundir import write_json
-from b2mapo.train import Trainer
+from b2mapo.runner import Evaluated, train
 
 DIAGNOSTICS = (
     "win_rate",
@@ -77,70 +77,71 @@ def parse_algo(text: str) -> tuple[str, dict[str, Any]]:
 
 
 def race(name: str, overrides: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    """Train one algorithm's seeds until all reach the target (or the budget ends)."""
-    wall0 = time.perf_counter()
+    """Train one algorithm's seeds with the runner's loop until all reach the target (or the
+    budget ends), evaluating every ``--eval-every-chunks`` chunks."""
     sizes = {
         "num_envs": args.num_envs,
         "rollout_len": args.rollout_len,
         "updates_per_chunk": args.updates_per_chunk,
     }
-    cfg = resolve(
-        {
-            "env": args.env,
-            "seeds": args.seeds,
-            "seed": args.seed,
-            "total_steps": args.max_steps,
-            "eval_every": 0,
-            "eval_episodes": args.eval_episodes,
-            **{k: v for k, v in sizes.items() if v is not None},
-            **overrides,
+    values = {
+        "env": args.env,
+        "seeds": args.seeds,
+        "seed": args.seed,
+        "total_steps": args.max_steps,
+        "eval_episodes": args.eval_episodes,
+        "final_eval_episodes": args.eval_episodes,
+        **{k: v for k, v in sizes.items() if v is not None},
+        **overrides,
+    }
+    chunk_updates = resolve(values).updates_per_chunk
+    reached: list[dict[str, float] | None] = [None] * args.seeds
+    joint_reached: list[int | None] = [None] * args.seeds  # B2MAPO's π: env steps only
+    evals: list[dict[str, Any]] = []
+    diagnostics: list[dict[str, float]] = []
+
+    def record(evaluated: Evaluated) -> None:
+        steps = evaluated.env_steps
+        point: dict[str, Any] = {
+            "env_steps": steps,
+            "wall_s": evaluated.wall_seconds,
+            "train_s": evaluated.train_seconds,
         }
-    )
-    trainer = Trainer(cfg)
-    state = trainer.init()
-    chunk, _ = compile_timed(trainer.chunk, state)
-    compile_s = time.perf_counter() - wall0
-    reached: list[dict[str, float] | None] = [None] * cfg.seeds
-    joint_reached: list[int | None] = [None] * cfg.seeds  # B2MAPO's π: env steps only
-    evals, diagnostics = [], []
-    train_s = compile_s  # wall time without the evaluations
-    num_chunks = cfg.num_updates // cfg.updates_per_chunk
-    for chunk_index in range(1, num_chunks + 1):
-        tic = time.perf_counter()
-        state, metrics = chunk(state)
-        jax.block_until_ready(metrics)
-        train_s += time.perf_counter() - tic
-        if chunk_index % args.eval_every_chunks and chunk_index < num_chunks:
-            continue
-        greedy, sampled = evaluate(trainer, state)
-        wall = time.perf_counter() - wall0
-        steps = int(np.asarray(state.update).max()) * cfg.steps_per_update
-        point = {"env_steps": steps, "wall_s": wall, "train_s": train_s}
-        for key in (k for k in greedy if k.endswith("win_rate")):
-            point[key] = greedy[key].tolist()
-            point[f"sampled_{key}"] = sampled[key].tolist()
+        for key in (k for k in evaluated.greedy if k.endswith("win_rate")):
+            point[key] = evaluated.greedy[key].tolist()
+            point[f"sampled_{key}"] = evaluated.sampled[key].tolist()
         evals.append(point)
         diagnostics.append(
-            {k: float(np.asarray(v).mean()) for k, v in metrics.items() if k in DIAGNOSTICS}
+            {k: float(v.mean()) for k, v in evaluated.metrics.items() if k in DIAGNOSTICS}
         )
         if args.verbose:
             wins = " ".join(
                 f"{k}={np.mean(v):.2f}" for k, v in point.items() if k.endswith("win_rate")
             )
-            print(f"  {name} {steps:,} steps {wall:.0f} s: {wins}", flush=True)
+            print(f"  {name} {steps:,} steps {evaluated.wall_seconds:.0f} s: {wins}", flush=True)
         for seed, win in enumerate(point["win_rate"]):
             if reached[seed] is None and win >= args.target:
-                reached[seed] = {"env_steps": steps, "wall_s": wall, "train_s": train_s}
+                reached[seed] = {k: point[k] for k in ("env_steps", "wall_s", "train_s")}
         for seed, win in enumerate(point.get("joint_win_rate", [])):
             if joint_reached[seed] is None and win >= args.target:
                 joint_reached[seed] = steps
-        if not args.full and all(reached):
-            break
+
+    with tempfile.TemporaryDirectory() as out:
+        cfg = resolve({**values, "eval_every": args.eval_every_chunks * chunk_updates, "out": out})
+        summary = train(
+            cfg,
+            Console(quiet=True),
+            on_evaluation=record,
+            stop=lambda _: not args.full and all(reached),
+        )
+    # Times count from the start of training, compilation included (as in earlier results).
+    for point in [*evals, *filter(None, reached)]:
+        point["train_s"] += summary.compile_seconds
     last = evals[-1]
     return {
         "name": name,
         "overrides": overrides,
-        "compile_s": compile_s,
+        "compile_s": summary.compile_seconds,
         "reached": reached,
         "joint_reached_env_steps": joint_reached if "joint_win_rate" in last else None,
         "final_win_rate": last["win_rate"],

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import optax
 
 from b2mapo.config import TrainConfig
-from b2mapo.engine import EngineSettings, LearnerState, make_optimiser
+from b2mapo.learner import EngineSettings, LearnerState, make_optimiser
 from b2mapo.losses import (
     ValueNorm,
     categorical_entropy,

@@ -8,13 +8,13 @@ import jax
 import jax.numpy as jnp
 
 from b2mapo.config import TrainConfig
-from b2mapo.engine import (
+from b2mapo.engine import surrogate_objective
+from b2mapo.learner import (
     EngineSettings,
     LearnerState,
     make_optimiser,
     optimiser_step,
     round_learning_rate,
-    surrogate_objective,
 )
 from b2mapo.losses import (
     categorical_entropy,

@@ -8,13 +8,8 @@ import numpy as np
 import pytest
 
 from b2mapo import engine
-from b2mapo.engine import (
-    EngineSettings,
-    StageCarry,
-    batch_sequential_update,
-    prepare_round,
-    run_stage,
-)
+from b2mapo.engine import StageCarry, batch_sequential_update, prepare_round, run_stage
+from b2mapo.learner import EngineSettings
 from b2mapo.losses import categorical_log_prob, corrected_gae, gae, td_errors
 from b2mapo.networks import preceding_actions
 from b2mapo.partition import make_partitioner

@@ -21,8 +21,9 @@ import jax
 import jax.numpy as jnp
 
 from b2mapo.config import TrainConfig
-from b2mapo.engine import EngineSettings, LearnerState, batch_sequential_update, init_learner
+from b2mapo.engine import batch_sequential_update
 from b2mapo.envs.core import EnvSpec
+from b2mapo.learner import EngineSettings, LearnerState, init_learner
 from b2mapo.losses import categorical_kl, categorical_log_prob, masked_mean
 from b2mapo.networks import Networks, Params, sample_actions
 from b2mapo.partition import Partitioner, single

@@ -12,10 +12,10 @@ import jax
 import jax.numpy as jnp
 
 from b2mapo.config import ConfigError, TrainConfig
-from b2mapo.engine import EngineSettings, init_learner
 from b2mapo.envs.core import Env
 from b2mapo.envs.host.pool import HostPool
 from b2mapo.envs.registry import is_host, make_training_envs
+from b2mapo.learner import EngineSettings, init_learner
 from b2mapo.networks import Networks
 from b2mapo.rollout import reset_envs
 from b2mapo.rounds import FixedRound, Round

@@ -16,9 +16,10 @@ import jax
 import jax.numpy as jnp
 
 from b2mapo.config import ConfigError, TrainConfig
-from b2mapo.engine import EngineSettings, LearnerState, batch_sequential_update
+from b2mapo.engine import batch_sequential_update
 from b2mapo.envs.core import Env, TimeStep
 from b2mapo.evaluation import Player
+from b2mapo.learner import EngineSettings, LearnerState
 from b2mapo.networks import Networks, Params
 from b2mapo.partition import Partitioner, make_partitioner
 from b2mapo.rollout import rollout
@@ -120,6 +121,22 @@ class Round(abc.ABC):
             self.engine_settings,
         )
 
+    def act_joint(
+        self,
+        policies: Policies,
+        carry: jax.Array,
+        ts: TimeStep,
+        first: jax.Array,
+        batch_index: jax.Array,
+        key: jax.Array,
+        greedy: bool | jax.Array,
+    ) -> tuple[jax.Array, jax.Array]:
+        """π's step for a batch of envs, batch by batch on ``batch_index``: (carry, actions)."""
+        carry, actions, _ = self.networks.policy_step(
+            policies.joint["actor"], carry, ts.obs, first, ts.avail, batch_index, key, greedy
+        )
+        return carry, actions
+
     # --- the policy that executes, alone (``b2mapo.load_policy``) ---------------------------
 
     @abc.abstractmethod
@@ -205,15 +222,8 @@ class FixedRound(Round):
         def act(policies, carry, ts: TimeStep, first, step, key, greedy):
             actor_carry, batch_index = carry
             _, action_key = jax.random.split(key)
-            actor_carry, action, _ = self.networks.policy_step(
-                policies.joint["actor"],
-                actor_carry,
-                ts.obs,
-                first,
-                ts.avail,
-                batch_index,
-                action_key,
-                greedy,
+            actor_carry, action = self.act_joint(
+                policies, actor_carry, ts, first, batch_index, action_key, greedy
             )
             return (actor_carry, batch_index), action
 

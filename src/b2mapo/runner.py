@@ -6,9 +6,10 @@ import contextlib
 import hashlib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -188,8 +189,29 @@ def _check_writable(run_dir: Path) -> None:
         raise ConfigError(f"cannot write the run directory {run_dir}: {reason}") from None
 
 
-def train(cfg: TrainConfig, console: Console | None = None) -> Summary:
+class Evaluated(NamedTuple):
+    """An evaluation during training, as ``train`` hands it to ``on_evaluation`` and ``stop``."""
+
+    update: int
+    env_steps: int  # per seed
+    wall_seconds: float  # since the run (or its resumption) started
+    train_seconds: float  # spent in compiled chunks so far (no compile, no evaluation)
+    greedy: dict[str, np.ndarray]  # per-seed means, as ``evaluation.evaluate`` returns them
+    sampled: dict[str, np.ndarray]
+    metrics: dict[str, np.ndarray]  # the last chunk's training metrics, [seeds, updates]
+
+
+def train(
+    cfg: TrainConfig,
+    console: Console | None = None,
+    on_evaluation: Callable[[Evaluated], None] | None = None,
+    stop: Callable[[Evaluated], bool] | None = None,
+) -> Summary:
     """Train (or resume) the run ``cfg`` describes; returns its final evaluation.
+
+    After every evaluation ``on_evaluation`` sees it, and training ends early (after that
+    chunk's checkpoint) once ``stop`` holds for it: ``benchmarks/time_to_win.py`` races
+    algorithms to a win rate with this loop.
 
     In a multi-process run every process calls this; only process 0 writes the run directory
     and prints, and every process reads its checkpoints to resume (a shared filesystem).
@@ -198,7 +220,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> Summary:
     """
     trainer = Trainer(cfg)
     try:
-        return _train(trainer, console)
+        return _train(trainer, console, on_evaluation, stop)
     except jax.errors.JaxRuntimeError:
         failure = trainer.failure()
         if failure is None:
@@ -211,7 +233,12 @@ def train(cfg: TrainConfig, console: Console | None = None) -> Summary:
         trainer.close()
 
 
-def _train(trainer: Trainer, console: Console | None) -> Summary:
+def _train(
+    trainer: Trainer,
+    console: Console | None,
+    on_evaluation: Callable[[Evaluated], None] | None,
+    stop: Callable[[Evaluated], bool] | None,
+) -> Summary:
     cfg = trainer.cfg
     writer = is_writer()
     console = console if console is not None and writer else Console(quiet=not writer)
@@ -270,7 +297,8 @@ def _train(trainer: Trainer, console: Console | None) -> Summary:
         chunk_index = 0
         layout = trainer.layout
         devices_note = f" ({layout.describe()})" if layout.num_devices > 1 else ""
-        while done_updates < total_updates:
+        stopped = False
+        while done_updates < total_updates and not stopped:
             tic = time.perf_counter()
             state, metrics = chunk(state)
             jax.block_until_ready(metrics)
@@ -306,6 +334,19 @@ def _train(trainer: Trainer, console: Console | None) -> Summary:
                 # The executing policy's win rate, then the others the round scores (B2MAPO: π).
                 wins = [v.mean() for k, v in greedy.items() if k.endswith("win_rate")]
                 status += " eval " + "/".join(f"{win:.2f}" for win in wins)
+                host_metrics = {k: np.asarray(v) for k, v in metrics.items()}
+                evaluated = Evaluated(
+                    done_updates,
+                    done_updates * cfg.steps_per_update,
+                    wall_time,
+                    train_seconds,
+                    greedy,
+                    sampled,
+                    host_metrics,
+                )
+                if on_evaluation is not None:
+                    on_evaluation(evaluated)
+                stopped = stop is not None and stop(evaluated)
             host_state = trainer.layout.to_host(state)  # every process takes part in the gather
             if evaluating and history is not None:
                 policies = trainer.policies(host_state)

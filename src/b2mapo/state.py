@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import io_callback
 
-from b2mapo.engine import LearnerState
+from b2mapo.learner import LearnerState
 from b2mapo.networks import Params
 from b2mapo.rollout import EnvLoopState, EpisodeMetrics, Trajectory
 

@@ -46,15 +46,8 @@ def generator_at(
         def play_step(inner: tuple, key: jax.Array) -> tuple[tuple, None]:
             actor_carry, env_state, ts, first, ended = inner
             action_key, env_key = jax.random.split(key)
-            actor_carry, action, _ = networks.policy_step(
-                policies.joint["actor"],
-                actor_carry,
-                ts.obs,
-                first,
-                ts.avail,
-                batch_index,
-                action_key,
-                greedy,
+            actor_carry, action = learned.act_joint(
+                policies, actor_carry, ts, first, batch_index, action_key, greedy
             )
             env_state, ts = jax.vmap(env.step)(env_key[None], env_state, action)
             return (actor_carry, env_state, ts, ts.done, ended | ts.done), None

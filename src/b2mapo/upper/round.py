@@ -264,15 +264,8 @@ class LearnedRound(Round):
                 upper_carry,
                 batch_index,
             )
-            actor_carry, action, _ = self.networks.policy_step(
-                policies.joint["actor"],
-                actor_carry,
-                ts.obs,
-                first,
-                ts.avail,
-                batch_index,
-                action_key,
-                greedy,
+            actor_carry, action = self.act_joint(
+                policies, actor_carry, ts, first, batch_index, action_key, greedy
             )
             return (actor_carry, upper_carry, batch_index), action
 
