@@ -20,21 +20,11 @@ from jax.flatten_util import ravel_pytree
 
 from b2mapo.config import PRESETS, TrainConfig, resolve
 from b2mapo.train import Trainer
+from tests.conftest import TINY
 
 FINGERPRINTS = Path(__file__).parent / "data" / "preset_params.json"
-# probe:walk at the tests' tiny sizes (tests/conftest.py's TINY), one chunk of two rounds.
-SIZES = {
-    "env": "probe:walk",
-    "num_envs": 4,
-    "rollout_len": 8,
-    "recurrent_chunk": 4,
-    "epochs": 1,
-    "minibatches": 2,
-    "hidden_size": 8,
-    "updates_per_chunk": 2,
-    "total_steps": 4 * 8 * 4,
-    "seed": 3,
-}
+# probe:walk at the tests' tiny sizes, one chunk of two rounds.
+SIZES = {**TINY, "seed": 3}
 # Indices of the raveled parameters kept beside the sums (spread over the vector).
 PROBES = 8
 
