@@ -119,15 +119,15 @@ def _play(env: CoupledPairs, mistakes: set[int], seed: int = 0) -> list:
 
 
 @pytest.mark.parametrize(("mistakes", "won"), [(set(), True), ({0, 5}, True), ({1, 4, 7}, False)])
-def test_episode_win_and_truncation(mistakes: set[int], won: bool) -> None:
-    """An 8-step episode wins (terminates at the limit) with at least 6 perfect steps and is
-    truncated there otherwise; the return sums the steps' fractions."""
+def test_episode_win_and_loss(mistakes: set[int], won: bool) -> None:
+    """An 8-step episode terminates at the limit, won with at least 6 perfect steps and lost
+    otherwise; the return sums the steps' fractions."""
     env = CoupledPairs()
     timesteps = _play(env, mistakes)
     last = timesteps[-1]
     assert not any(bool(ts.done) for ts in timesteps[:-1])
-    assert bool(last.won) == won and bool(last.terminated) == won
-    assert bool(last.truncated) != won
+    assert bool(last.won) == won
+    assert bool(last.terminated) and not bool(last.truncated)
     assert int(last.episode_length) == 8
     assert float(last.episode_return) == pytest.approx(8 - 0.25 * len(mistakes))
 

@@ -239,21 +239,23 @@ def test_episode_bookkeeping_and_flags(name: str) -> None:
     if name in MPE_NAMES:
         assert not np.any(steps.won) and not np.any(steps.terminated)
     elif name == "probe:walk":  # all arrived is a win, each arrival pays 1/n
-        np.testing.assert_array_equal(steps.won, steps.terminated)
         np.testing.assert_allclose(steps.episode_return[steps.won], 1.0, rtol=1e-6)
+        assert np.all(steps.episode_return[done & ~steps.won] < 1.0 - 1e-3)
+    if name in PROBE_NAMES:  # won or lost, a probe's episode ends by termination
+        np.testing.assert_array_equal(steps.terminated, done)
     elif name.startswith("smax:"):
         np.testing.assert_array_equal(steps.won, steps.reward >= WON_BATTLE_BONUS)
 
 
 @pytest.mark.parametrize("name", MAPS)
 def test_episode_limit(name: str) -> None:
-    """Episodes never outlast spec.episode_limit, and a truncated one lasts exactly that long."""
+    """Episodes never outlast spec.episode_limit, and a truncated one lasts exactly that long.
+    A probe's limit is part of its game (its state carries the time): reaching it terminates."""
     ro = _rollout(name)
     limit, steps = ro.spec.episode_limit, ro.steps
     longest = int(steps.episode_length.max())
     assert longest <= limit, f"spec.episode_limit is {limit} but an episode lasted {longest}"
-    if name != "probe:climbing":  # a one-step game ends by termination only
-        assert np.any(steps.truncated)
+    assert np.any(steps.truncated) == (name not in PROBE_NAMES)
     np.testing.assert_array_equal(steps.episode_length[steps.truncated], limit)
     reached = steps.episode_length == limit
     assert np.all(steps.truncated[reached] | steps.terminated[reached])

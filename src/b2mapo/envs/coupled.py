@@ -41,8 +41,9 @@ class CoupledPairs:
 
     One constraint per singleton (play your cue) and one per pair (play the same action, one
     of the pair's two cues); the reward of a step is the fraction of constraints satisfied.
-    An episode that satisfied every constraint in at least ``win_fraction`` of its steps
-    terminates at the limit as a win; any other episode is truncated there.
+    Every episode terminates at the limit, won if every constraint held in at least
+    ``win_fraction`` of its steps: the limit is part of the game (the state carries the time
+    fraction), so a lost episode is no truncation to bootstrap past.
     """
 
     def __init__(
@@ -138,8 +139,8 @@ class CoupledPairs:
             state=global_state,
             avail=avail,
             reward=reward,
-            terminated=won,
-            truncated=done & ~won,
+            terminated=done,
+            truncated=jnp.bool_(False),
             won=won,
             final_state=reached[1],
             episode_return=episode_return,

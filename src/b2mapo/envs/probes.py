@@ -76,8 +76,9 @@ class TargetWalk:
     """A cheap multi-step stand-in for SMAX in machinery tests: three agents on a line of
     cells each walk to their own target (random per episode), moving one or two cells or
     staying. Moves off the line are masked out and an agent on its target may only stay;
-    each arrival pays 1/n, all arrived terminates the episode as a win, the limit truncates it.
-    An unavailable action stays.
+    each arrival pays 1/n. All arrived ends the episode as a win, the limit as a loss: both
+    are terminations, because the limit is part of the game (the state carries the time
+    fraction). An unavailable action stays.
     """
 
     MOVES = (0, -1, 1, -2, 2)  # action i moves the agent by MOVES[i] cells; 0 is "stay"
@@ -127,9 +128,8 @@ class TargetWalk:
         reward = jnp.mean((arrived & ~was_there).astype(jnp.float32))
         length = state.stats.episode_length + 1
         episode_return = state.stats.episode_return + reward
-        terminated = jnp.all(arrived)
-        truncated = ~terminated & (length >= self.spec.episode_limit)
-        done = terminated | truncated
+        won = jnp.all(arrived)
+        done = won | (length >= self.spec.episode_limit)
         reached = self._observe(cell, state.target, length)  # obs, state, avail before reset
         final_state = reached[1]
 
@@ -143,9 +143,9 @@ class TargetWalk:
             state=global_state,
             avail=avail,
             reward=reward,
-            terminated=terminated,
-            truncated=truncated,
-            won=terminated,
+            terminated=done,
+            truncated=jnp.bool_(False),
+            won=won,
             final_state=final_state,
             episode_return=episode_return,
             episode_length=length,
