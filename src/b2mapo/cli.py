@@ -67,7 +67,8 @@ class PlotArgs:
     """Environment steps π plays (on the generator's DAGs) before the drawn DAG; a multiple
     of the run's ``dag_period``."""
     sampled: bool = False
-    """Draw a sampled DAG (and let π sample its actions) instead of the most likely ones."""
+    """During ``--step``, let the generator and π sample instead of taking their most likely
+    choices (the drawing itself always summarises many sampled DAGs)."""
     history: bool = False
     """Draw the DAG over training instead (recorded at every evaluation): a strip of six
     moments as a PNG (``--out``, default ``RUN_DIR/dag_history.png``) and a GIF beside it."""

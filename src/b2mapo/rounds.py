@@ -28,12 +28,14 @@ from b2mapo.state import Collected, Policies, RunnerState
 
 class History(Protocol):
     """What a round records of a run beside its metrics at every evaluation (B2MAPO: its
-    DAG at a fixed state): JSON lines at ``path``, cut back to a resumed checkpoint's update
-    (``rundir.keep_until``) as the metrics are."""
+    sampled DAGs at fixed states): JSON lines at ``path``, cut back to a resumed checkpoint's
+    update (``rundir.keep_until``) as the metrics are."""
 
     path: Path
 
-    def record(self, policies: Policies, update: int) -> None: ...
+    def record(self, policies: Policies, update: int) -> None:
+        """Record ``policies`` (every seed's, on a leading axis) after ``update`` updates."""
+        ...
 
 
 class Round(abc.ABC):

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -349,8 +348,7 @@ def _train(
                 stopped = stop is not None and stop(evaluated)
             host_state = trainer.layout.to_host(state)  # every process takes part in the gather
             if evaluating and history is not None:
-                policies = trainer.policies(host_state)
-                history.record(jax.tree.map(lambda x: jnp.asarray(x[0]), policies), done_updates)
+                history.record(trainer.policies(host_state), done_updates)
             if writer:
                 last_good = str(checkpoint.save(run_dir, done_updates, host_state))
             progress.update(task, completed=done_updates * cfg.steps_per_update, status=status)

@@ -138,7 +138,13 @@ def run_suite(suite: Suite, out: Path, console: Console | None = None) -> Path:
         if last_of_map:
             of_map = {a: c for m, a, c in runs if m == setting}
             tables.append(_time_tables(out, setting, of_map, console))
-    extra = time_tables_markdown(tables) + pictures_markdown(out, runs) + suite_markdown(suite, out)
+    extra = time_tables_markdown(tables) + pictures_markdown(out, runs)
+    if suite.recovery:
+        from b2mapo.reproduce.recovery import write_recovery
+
+        learned = next(cfg for _, _, cfg in runs if cfg.partition == "learned")
+        extra += write_recovery(Path(learned.run_dir), out)
+    extra += suite_markdown(suite, out)
     run_dirs = [Path(cfg.run_dir) for _, _, cfg in runs]
     return build_report(
         run_dirs, out, title=f"b2mapo reproduce: suite {suite.name}", extra_markdown=extra

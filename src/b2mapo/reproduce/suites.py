@@ -59,6 +59,8 @@ class Suite:
     """Config fields for every run (evaluation cadence, sizes)."""
     expected: str = ""
     """Expected wall time on the machine it was sized for."""
+    recovery: bool = False
+    """Score its one B2MAPO run against the map's planted dependency graph (``recovery.json``)."""
 
     def run_dir(self, out: Path, setting: MapSetting, algo: str) -> Path:
         """Where one (map, algorithm) run of the suite lives under ``out``."""
@@ -104,6 +106,16 @@ class Suite:
                     raise ConfigError(
                         f"suite {self.name!r}: unknown config field(s) {', '.join(unknown)}"
                     )
+        learned = [
+            (m, a)
+            for m in self.maps
+            for a in self.algos
+            if PRESETS[a].get("partition") == "learned"
+        ]
+        if self.recovery and len(learned) != 1:
+            raise ConfigError(
+                f"suite {self.name!r}: recovery scores one B2MAPO run, the suite has {len(learned)}"
+            )
         try:  # builds every run's config: checks the maps' names and every value
             self.runs(Path("."))
         except ConfigError as error:
@@ -150,6 +162,17 @@ SUITES: dict[str, Suite] = {
         seeds=3,
         settings={"eval_every": 20, "eval_episodes": 64, "final_eval_episodes": 400},
         expected="about 100 minutes on 2 CPU cores (measured: docs/results/cpu-small)",
+    ),
+    "recovery": Suite(
+        name="recovery",
+        description="does the learned DAG find the dependencies that pay? B2MAPO on "
+        "probe:coupled (two planted pairs), 3 seeds, scored against the planted graph",
+        maps=(MapSetting("probe:coupled", 400_000),),
+        algos=("b2mapo",),
+        seeds=3,
+        settings={"eval_every": 5, "eval_episodes": 32, "final_eval_episodes": 128},
+        expected="EXPECTED",
+        recovery=True,
     ),
     "paper": Suite(
         name="paper",
