@@ -16,6 +16,8 @@ from b2mapo.reproduce import report, schedule
 from b2mapo.reproduce.suites import SUITES, MapSetting, Suite, get_suite
 from tests.conftest import TINY
 
+real_build_report = report.build_report
+
 # A suite of two algorithms on probe:walk at the tests' tiny sizes (the session's trained
 # B2MAPO run's config): seconds per run.
 TINY_SUITE = Suite(
@@ -36,6 +38,7 @@ TINY_SUITE = Suite(
         ({"settings": {"learning_rate": 1e-3}}, "learning_rate"),
         ({"maps": (MapSetting("smax:3m", 1000, {"gamma": 2.0}),)}, "gamma=2.0"),
         ({"maps": (MapSetting("smax:3m", 1000, algo_settings={"happo": {"epochs": 5}}),)}, "happo"),
+        ({"algos": ("mappo",), "recovery": True}, "recovery scores one B2MAPO run"),
     ],
 )
 def test_a_bad_suite_is_refused_before_anything_runs(
@@ -150,6 +153,36 @@ def test_a_suite_ends_in_a_report_with_its_time_tables(tmp_path: Path) -> None:
     main(["report", *runs, "--out", str(tmp_path / "rebuilt")])
     rebuilt = (tmp_path / "rebuilt" / "report.md").read_text()
     assert "Training time per round" in rebuilt and "mappo" in rebuilt
+
+
+def test_the_recovery_suite_writes_its_scores_table_and_figure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The recovery suite's machinery on probe:coupled at the tiny sizes, 2 seeds: one
+    ``recovery.json`` entry per seed with the final scores, the figure, and the table in the
+    report. The shipped suite is the same on 400k env steps and 3 seeds."""
+    shipped = get_suite("recovery")
+    assert shipped.recovery and shipped.seeds == 3 and shipped.maps[0].env == "probe:coupled"
+    assert shipped.maps[0].total_steps == 400_000
+    _without_time_tables_and_report(monkeypatch)
+    monkeypatch.setattr(report, "build_report", real_build_report)
+    suite = dataclasses.replace(
+        TINY_SUITE,
+        name="recovery-tiny",
+        maps=(MapSetting("probe:coupled", TINY["total_steps"]),),
+        algos=("b2mapo",),
+        seeds=2,
+        recovery=True,
+    )
+    out = tmp_path / "out"
+    text = schedule.run_suite(suite, out).read_text()
+    scores = json.loads((out / "recovery.json").read_text())
+    assert list(scores) == ["seeds"] and len(scores["seeds"]) == 2
+    for seed in scores["seeds"]:
+        assert {"true_separated", "true_kept", "other_kept"} <= set(seed)
+        assert all(0.0 <= seed[k] <= 1.0 for k in ("true_separated", "true_kept", "other_kept"))
+    assert (out / "recovery.png").stat().st_size > 0
+    assert "Dependency recovery: probe:coupled" in text and "| median" in text
 
 
 def test_the_eta_weighs_runs_by_their_env_steps_seeds_and_agents() -> None:

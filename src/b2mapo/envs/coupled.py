@@ -41,9 +41,10 @@ class CoupledPairs:
 
     One constraint per singleton (play your cue) and one per pair (play the same action, one
     of the pair's two cues); the reward of a step is the fraction of constraints satisfied.
-    Every episode terminates at the limit, won if every constraint held in at least
-    ``win_fraction`` of its steps: the limit is part of the game (the state carries the time
-    fraction), so a lost episode is no truncation to bootstrap past.
+    With no pairs (``probe:uncoupled``) nothing is coupled: the null check that a learned DAG
+    invents no structure. Every episode terminates at the limit, won if every constraint held
+    in at least ``win_fraction`` of its steps: the limit is part of the game (the state
+    carries the time fraction), so a lost episode is no truncation to bootstrap past.
     """
 
     def __init__(
@@ -54,6 +55,7 @@ class CoupledPairs:
         pairs: Sequence[tuple[int, int]] = DEFAULT_PAIRS,
         win_fraction: float = 0.75,
         resample_cues: bool = True,
+        name: str = "probe:coupled",
     ) -> None:
         coupled = [agent for pair in pairs for agent in pair]
         if any(len(pair) != 2 for pair in pairs):
@@ -77,7 +79,7 @@ class CoupledPairs:
         self._weight = jnp.where(self._single, 1.0, 0.5).astype(jnp.float32)
         self._num_constraints = num_agents - len(self.pairs)
         self.spec = EnvSpec(
-            name="probe:coupled",
+            name=name,
             num_agents=num_agents,
             obs_dim=num_actions,  # one-hot own cue
             state_dim=num_agents * num_actions + 1,  # every agent's cue and the time fraction

@@ -26,6 +26,9 @@ REGISTRY: dict[str, EnvMaker] = {
     "probe:climbing": climbing_game,
     "probe:walk": TargetWalk,
     "probe:coupled": CoupledPairs,
+    # The null check of the coupled game: no pair, every agent plays its own cue, so no DAG
+    # pays more than one batch.
+    "probe:uncoupled": partial(CoupledPairs, pairs=(), name="probe:uncoupled"),
 }
 
 
