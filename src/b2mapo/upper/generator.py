@@ -156,11 +156,17 @@ class UpperLayer:
         self.delta = dependency_threshold(cfg.dag_delta, spec.num_agents)
         self.network = UpperNetwork(cfg.hidden_size, self.delta, cfg.dag_keep_init)
         total = cfg.num_updates * cfg.dag_epochs * cfg.dag_minibatches
-        lr = optax.linear_schedule(cfg.dag_lr, 0.0, total) if cfg.anneal_lr else cfg.dag_lr
+        lr = (
+            optax.linear_schedule(cfg.dag_lr, cfg.dag_lr_floor, total)
+            if cfg.anneal_lr
+            else cfg.dag_lr
+        )
         # Its state is kept on the parameters raveled into one vector, and ``update`` steps it
         # on that vector: a few XLA kernels per step instead of a few per parameter array.
         self.optimiser = optax.flatten(
-            optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), optax.adam(lr, eps=1e-5))
+            optax.chain(
+                optax.clip_by_global_norm(cfg.max_grad_norm), optax.adam(lr, eps=cfg.dag_adam_eps)
+            )
         )
 
     def init(self, key: jax.Array) -> UpperLearner:
