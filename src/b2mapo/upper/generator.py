@@ -270,7 +270,8 @@ class UpperLayer:
         key: jax.Array,
     ) -> tuple[UpperLearner, dict[str, jax.Array]]:
         """PPO-clip with the KL penalty to the old generator (eq. 8) over the rollout's
-        periods ``[P, E]``; advantages by GAE over periods with discount ``γ^T`` (eq. 6-7)."""
+        periods ``[P, E]``; advantages by GAE over periods with discount ``γ^T`` (eq. 6-7). The
+        metrics are the updated generator's on all the periods, so KL and clip fraction move."""
         cfg = self.cfg
         discount = cfg.gamma**cfg.dag_period
         done = periods.done.astype(jnp.float32)
@@ -287,9 +288,9 @@ class UpperLayer:
         grad_fn = jax.value_and_grad(flat_loss, has_aux=True)
 
         def minibatch_step(learner: UpperLearner, batch: tuple) -> tuple:
-            (_, metrics), grads = grad_fn(learner.params, *batch)
+            grads = grad_fn(learner.params, *batch)[1]
             updates, opt = self.optimiser.update(grads, learner.opt, learner.params)
-            return UpperLearner(optax.apply_updates(learner.params, updates), opt), metrics
+            return UpperLearner(optax.apply_updates(learner.params, updates), opt), None
 
         num_envs = periods.done.shape[1]
 
@@ -304,9 +305,12 @@ class UpperLayer:
             return jax.lax.scan(minibatch_step, learner, batches)
 
         learner = learner._replace(params=flat_params)
-        learner, metrics = jax.lax.scan(epoch, learner, jax.random.split(key, cfg.dag_epochs))
+        learner = jax.lax.scan(epoch, learner, jax.random.split(key, cfg.dag_epochs))[0]
         learner = learner._replace(params=unravel(learner.params))
-        return learner, {f"dag_{k}": v.mean() for k, v in metrics.items()}
+        # Measured after the update, on all the round's periods: the KL and clip fraction of
+        # the updated generator against the one that sampled them (0 before any step).
+        metrics = self._loss(learner.params, periods, initial_carry, advantages, targets)[1]
+        return learner, {f"dag_{k}": v for k, v in metrics.items()}
 
     def _loss(
         self,
@@ -355,6 +359,7 @@ class UpperLayer:
             "policy_loss": policy_loss,
             "value_loss": value_loss,
             "kl": kl,
+            "clip_frac": jnp.mean(jnp.abs(ratio - 1.0) > cfg.clip_eps),
             "entropy": entropy,
         }
         return loss, metrics
