@@ -153,8 +153,15 @@ class TrainConfig:
     dag_keep_init: float = 0.2
     """B2MAPO: initial probability that the generator keeps a candidate dependency (lower:
     sparser first DAGs, fewer batches); the generator learns which dependencies pay."""
-    dag_lr: float = 5e-4
-    """B2MAPO: learning rate of the DAG generator and its critic."""
+    dag_lr: float = 2e-3
+    """B2MAPO: learning rate of the DAG generator and its critic (probe:coupled, 3 seeds: one
+    Adam step per round at 5e-4 annealed to 0 never moved it; docs/experiments.md)."""
+    dag_lr_floor: float = 2e-4
+    """B2MAPO: with anneal_lr, the generator's learning rate anneals linearly to this floor
+    (not to 0: the generator must still follow π as it changes late in training)."""
+    dag_adam_eps: float = 1e-8
+    """B2MAPO: Adam's eps for the generator: its attention's gradients are small (about 1e-7
+    per element at init), and an eps above them leaves the attention frozen."""
     dag_kl_coef: float = 0.01
     """B2MAPO: coefficient c_1 of KL(old generator || new generator) (eq. 8)."""
     dag_ent_coef: float = 0.01
@@ -181,9 +188,9 @@ class TrainConfig:
     in 8 minibatches learns 3m as fast as 4 x 4 at a third of the cost: docs/algorithms.md)."""
     derived_minibatches: int = 8
     """B2MAPO: minibatches per epoch of the derived policy π_ind."""
-    dag_epochs: int = 1
+    dag_epochs: int = 4
     """B2MAPO: PPO epochs of the DAG generator per round."""
-    dag_minibatches: int = 1
+    dag_minibatches: int = 4
     """B2MAPO: minibatches (of envs) per epoch of the DAG generator; must divide num_envs."""
     episode_limit: int = 0
     """Episode time limit; 0 keeps the environment's default."""
@@ -283,9 +290,20 @@ class TrainConfig:
                 raise ConfigError(f"{name}={getattr(self, name)} must be > 0")
         if self.num_batches < 1:
             raise ConfigError(f"num_batches={self.num_batches} must be a positive integer")
-        for name in ("ent_coef", "dag_kl_coef", "dag_ent_coef", "batch_cost", "distill_coef"):
+        for name in (
+            "ent_coef",
+            "dag_kl_coef",
+            "dag_ent_coef",
+            "batch_cost",
+            "distill_coef",
+            "dag_lr_floor",
+        ):
             if getattr(self, name) < 0.0:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 0")
+        if self.dag_lr_floor > self.dag_lr:
+            raise ConfigError(f"dag_lr_floor={self.dag_lr_floor} must be <= dag_lr={self.dag_lr}")
+        if not self.dag_adam_eps > 0.0:
+            raise ConfigError(f"dag_adam_eps={self.dag_adam_eps} must be > 0")
         if not 0.0 < self.dag_keep_init < 1.0:
             raise ConfigError(f"dag_keep_init={self.dag_keep_init} must be in (0, 1)")
         if self.dag_delta < 0.0:

@@ -27,14 +27,18 @@ class DagAction(NamedTuple):
     keep: jax.Array  # [n, n] bool, symmetric, False outside candidate pairs and the diagonal
 
 
+def attention_scores(q: jax.Array, k: jax.Array) -> jax.Array:
+    """The scaled scores ``s_ij = q_i·k_j / sqrt(d)`` of eq. 5, ``[n, n]``."""
+    return q @ k.T / jnp.sqrt(jnp.asarray(q.shape[1], q.dtype))
+
+
 def dependency_matrix(q: jax.Array, k: jax.Array, delta: float | jax.Array) -> jax.Array:
     """``g_ij = softmax_j(q_i·k_j / sqrt(d))`` over ``j != i`` (eq. 5), entries below ``delta``
     zeroed; ``[n, n]`` with a zero diagonal (all zeros for a single agent)."""
-    n, d = q.shape
+    n = q.shape[0]
     if n == 1:
         return jnp.zeros((1, 1), q.dtype)
-    scores = q @ k.T / jnp.sqrt(jnp.asarray(d, q.dtype))
-    scores = jnp.where(jnp.eye(n, dtype=bool), -jnp.inf, scores)
+    scores = jnp.where(jnp.eye(n, dtype=bool), -jnp.inf, attention_scores(q, k))
     g = jax.nn.softmax(scores, axis=-1)
     return jnp.where(g >= delta, g, 0.0)
 
@@ -50,8 +54,11 @@ def candidate_pairs(g: jax.Array, delta: float | jax.Array) -> jax.Array:
 class DagGenerator(nn.Module):
     """Attention dependency graph, agent embeddings, order scores and pairwise edge logits.
 
-    ``__call__(h[n, d]) -> (G[n, n], Z[n, hidden], order_scores[n], edge_logits[n, n])``. The
-    edge logits are symmetric (``l_ij = f(Z_i, Z_j) + f(Z_j, Z_i)``): one Bernoulli per pair.
+    ``__call__(h[n, d]) -> (G[n, n], Z[n, hidden], order_scores[n], edge_logits[n, n])``.
+    ``Z_i = MLP([h_i, Σ_j g_ij v_j])`` carries agent i's own encoding (``g_ii = 0`` leaves
+    none of it in the attention sum). The edge logits are symmetric, one Bernoulli per pair:
+    ``l_ij = f(Z_i, Z_j) + f(Z_j, Z_i) + s_ij + s_ji`` with the attention scores ``s`` of
+    eq. 5, so that the DAG is drawn from G and the policy gradient reaches the attention.
     """
 
     hidden_size: int
@@ -66,7 +73,7 @@ class DagGenerator(nn.Module):
         k = nn.Dense(self.hidden_size, use_bias=False, kernel_init=orthogonal, name="key")(h)
         v = nn.Dense(self.hidden_size, use_bias=False, kernel_init=orthogonal, name="value")(h)
         g = dependency_matrix(q, k, self.delta)
-        z = nn.relu(_dense(self.hidden_size, np.sqrt(2))(g @ v))
+        z = nn.relu(_dense(self.hidden_size, np.sqrt(2))(jnp.concatenate([h, g @ v], axis=-1)))
         z = nn.relu(_dense(self.hidden_size, np.sqrt(2))(z))
         order_scores = _dense(1, 0.01)(z)[:, 0]
         pairs = jnp.concatenate(
@@ -85,7 +92,8 @@ class DagGenerator(nn.Module):
             bias_init=nn.initializers.constant(half_log_odds),
         )
         directed = edge_head(pair_hidden)[..., 0]
-        edge_logits = jnp.where(jnp.eye(n, dtype=bool), 0.0, directed + directed.T)
+        one_way = directed + attention_scores(q, k)
+        edge_logits = jnp.where(jnp.eye(n, dtype=bool), 0.0, one_way + one_way.T)
         return g, z, order_scores, edge_logits
 
 

@@ -156,11 +156,17 @@ class UpperLayer:
         self.delta = dependency_threshold(cfg.dag_delta, spec.num_agents)
         self.network = UpperNetwork(cfg.hidden_size, self.delta, cfg.dag_keep_init)
         total = cfg.num_updates * cfg.dag_epochs * cfg.dag_minibatches
-        lr = optax.linear_schedule(cfg.dag_lr, 0.0, total) if cfg.anneal_lr else cfg.dag_lr
+        lr = (
+            optax.linear_schedule(cfg.dag_lr, cfg.dag_lr_floor, total)
+            if cfg.anneal_lr
+            else cfg.dag_lr
+        )
         # Its state is kept on the parameters raveled into one vector, and ``update`` steps it
         # on that vector: a few XLA kernels per step instead of a few per parameter array.
         self.optimiser = optax.flatten(
-            optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), optax.adam(lr, eps=1e-5))
+            optax.chain(
+                optax.clip_by_global_norm(cfg.max_grad_norm), optax.adam(lr, eps=cfg.dag_adam_eps)
+            )
         )
 
     def init(self, key: jax.Array) -> UpperLearner:
@@ -264,7 +270,8 @@ class UpperLayer:
         key: jax.Array,
     ) -> tuple[UpperLearner, dict[str, jax.Array]]:
         """PPO-clip with the KL penalty to the old generator (eq. 8) over the rollout's
-        periods ``[P, E]``; advantages by GAE over periods with discount ``γ^T`` (eq. 6-7)."""
+        periods ``[P, E]``; advantages by GAE over periods with discount ``γ^T`` (eq. 6-7). The
+        metrics are the updated generator's on all the periods, so KL and clip fraction move."""
         cfg = self.cfg
         discount = cfg.gamma**cfg.dag_period
         done = periods.done.astype(jnp.float32)
@@ -281,9 +288,9 @@ class UpperLayer:
         grad_fn = jax.value_and_grad(flat_loss, has_aux=True)
 
         def minibatch_step(learner: UpperLearner, batch: tuple) -> tuple:
-            (_, metrics), grads = grad_fn(learner.params, *batch)
+            grads = grad_fn(learner.params, *batch)[1]
             updates, opt = self.optimiser.update(grads, learner.opt, learner.params)
-            return UpperLearner(optax.apply_updates(learner.params, updates), opt), metrics
+            return UpperLearner(optax.apply_updates(learner.params, updates), opt), None
 
         num_envs = periods.done.shape[1]
 
@@ -298,9 +305,12 @@ class UpperLayer:
             return jax.lax.scan(minibatch_step, learner, batches)
 
         learner = learner._replace(params=flat_params)
-        learner, metrics = jax.lax.scan(epoch, learner, jax.random.split(key, cfg.dag_epochs))
+        learner = jax.lax.scan(epoch, learner, jax.random.split(key, cfg.dag_epochs))[0]
         learner = learner._replace(params=unravel(learner.params))
-        return learner, {f"dag_{k}": v.mean() for k, v in metrics.items()}
+        # Measured after the update, on all the round's periods: the KL and clip fraction of
+        # the updated generator against the one that sampled them (0 before any step).
+        metrics = self._loss(learner.params, periods, initial_carry, advantages, targets)[1]
+        return learner, {f"dag_{k}": v for k, v in metrics.items()}
 
     def _loss(
         self,
@@ -349,6 +359,7 @@ class UpperLayer:
             "policy_loss": policy_loss,
             "value_loss": value_loss,
             "kl": kl,
+            "clip_frac": jnp.mean(jnp.abs(ratio - 1.0) > cfg.clip_eps),
             "entropy": entropy,
         }
         return loss, metrics
