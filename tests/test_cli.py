@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from b2mapo.cli import main
-from b2mapo.config import ConfigError, resolve
+from b2mapo.config import ConfigError, number_fields, resolve
 from b2mapo.rundir import SUMMARY_FILE
 
 SPREAD = "pettingzoo:mpe2.simple_spread_v3"
@@ -144,3 +144,49 @@ def test_resolve_rejects_unknown_fields() -> None:
     """A config dict with a field that does not exist is refused, naming it."""
     with pytest.raises(ConfigError, match="learning_rate"):
         resolve({"learning_rate": 1e-3})
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+@pytest.mark.parametrize("name", number_fields(float))
+def test_non_finite_float_options_are_refused(
+    name: str, value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every float option refuses nan, inf and -inf (given as ``--name VALUE``): exit 2, one
+    line naming the option, nothing written."""
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", f"--{name.replace('_', '-')}", value, "--out", str(out)])
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 2, captured.err
+    assert captured.err.count("\n") == 1 and f"{name}=" in captured.err, captured.err
+    assert "Traceback" not in captured.err + captured.out
+    assert not out.exists()
+
+
+class Accepted(Exception):
+    """Stands in for training: carries the config the command line resolved."""
+
+
+@pytest.mark.parametrize(("value", "steps"), [("1e6", 1_000_000), ("2.5e4", 25_000)])
+def test_whole_float_total_steps_is_an_integer(
+    value: str, steps: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--total-steps 1e6`` (a whole number written as a float) resolves to 1000000."""
+
+    def accept(cfg: object, console: object) -> None:
+        raise Accepted(cfg)
+
+    monkeypatch.setattr("b2mapo.runner.train", accept)
+    with pytest.raises(Accepted) as accepted:
+        main(["train", "--total-steps", value, "--out", str(tmp_path / "run")])
+    assert accepted.value.args[0].total_steps == steps
+
+
+def test_fractional_total_steps_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    """A fractional integer option is one line naming it, not tyro's box."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--total-steps", "1.5"])
+    assert exit_info.value.code == 2
+    assert (
+        capsys.readouterr().err == "b2mapo train: error: total_steps=1.5 must be a whole number\n"
+    )
