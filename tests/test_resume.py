@@ -12,7 +12,7 @@ import pytest
 from flax import serialization
 
 from b2mapo import checkpoint, rundir, runner
-from b2mapo.config import ConfigError
+from b2mapo.config import ConfigError, TrainConfig
 from b2mapo.train import Trainer
 
 
@@ -57,6 +57,34 @@ def test_killed_run_resumes_to_the_same_state(tiny_config, tmp_path, monkeypatch
         np.testing.assert_array_equal(x, y)
     updates = (Path(killed.run_dir) / rundir.METRICS_FILE).read_text().splitlines()
     assert sum('"kind": "train"' in line for line in updates) == 4  # 4 updates x 1 seed, no repeats
+
+
+def kill_after_first_checkpoint(cfg: TrainConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Train ``cfg`` until its first checkpoint is written, then stop as if killed."""
+    real_save = checkpoint.save
+
+    def save_then_die(*args: Any, **kwargs: Any) -> Path:
+        raise Killed(real_save(*args, **kwargs))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(checkpoint, "save", save_then_die)
+        with pytest.raises(Killed):
+            runner.train(cfg)
+
+
+def test_wall_time_is_per_update_and_continues_over_a_resumption(tiny_config, monkeypatch) -> None:
+    """Each update logs its own wall time (a chunk's updates do not share one), and a run killed
+    after its first checkpoint and resumed continues its clock: strictly increasing over the
+    resumption, as ``curves`` and ``report`` read it."""
+    cfg = tiny_config(updates_per_chunk=2, total_steps=4 * 8 * 6)  # 3 chunks
+    kill_after_first_checkpoint(cfg, monkeypatch)
+    runner.train(cfg)
+    train = [r for r in rundir.read_metrics(Path(cfg.run_dir)) if r["kind"] == "train"]
+    assert [r["update"] for r in train] == list(range(1, 7))
+    times = [r["wall_time"] for r in train]
+    assert times == sorted(set(times)), times  # strictly increasing
+    evals = [r["wall_time"] for r in rundir.read_metrics(Path(cfg.run_dir)) if r["kind"] == "eval"]
+    assert evals == sorted(set(evals)), evals
 
 
 def test_checkpoint_of_another_config_is_refused(tiny_config, tmp_path) -> None:

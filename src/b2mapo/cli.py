@@ -84,7 +84,8 @@ class CurvesArgs:
     out: Path | None = None
     """Output PNG; default: ``RUN_DIR/training.png`` for one run, ``curves.png`` for several."""
     x: Literal["env_steps", "wall_time"] = "env_steps"
-    """The x axis: env steps per seed, or wall time since the run started."""
+    """The x axis: env steps per seed, or wall time since the run started (over its
+    resumptions: compilation, training, evaluation)."""
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import hashlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -126,11 +126,23 @@ class Summary:
         }
 
 
+@dataclass
+class Clock:
+    """A run's times in seconds, cumulative over its resumptions: every checkpoint saves
+    them, and a run resumed from it continues from there."""
+
+    wall: float = 0.0  # since the run started: compilation, training, evaluation, saving
+    compile: float = 0.0
+    train: float = 0.0  # in compiled chunks
+    steady: float = 0.0  # in chunks after the first of each start, which pays one-off costs
+    steady_updates: float = 0.0
+
+
 def _records(
-    metrics: dict[str, jax.Array], first_update: int, cfg: TrainConfig, wall_time: float
+    metrics: dict[str, jax.Array], first_update: int, cfg: TrainConfig, wall_times: list[float]
 ) -> list[dict]:
     """Per-update, per-seed training records from a chunk's metrics ``[seeds, updates]``;
-    ``wall_time`` (seconds since the run, or its resumption, started) is the chunk's end."""
+    ``wall_times`` are the updates' own (the chunk's time spread evenly over its updates)."""
     host = {k: np.asarray(v) for k, v in metrics.items()}
     seeds, updates = next(iter(host.values())).shape
     return [
@@ -138,7 +150,7 @@ def _records(
             "kind": "train",
             "update": first_update + u + 1,
             "env_steps": (first_update + u + 1) * cfg.steps_per_update,
-            "wall_time": wall_time,
+            "wall_time": wall_times[u],
             "seed": cfg.seed + s,
             **{k: float(v[s, u]) for k, v in host.items()},
         }
@@ -193,8 +205,8 @@ class Evaluated(NamedTuple):
 
     update: int
     env_steps: int  # per seed
-    wall_seconds: float  # since the run (or its resumption) started
-    train_seconds: float  # spent in compiled chunks so far (no compile, no evaluation)
+    wall_seconds: float  # since the run started, over its resumptions (its records' wall_time)
+    train_seconds: float  # spent in compiled chunks so far, over resumptions (no compile)
     greedy: dict[str, np.ndarray]  # per-seed means, as ``evaluation.evaluate`` returns them
     sampled: dict[str, np.ndarray]
     metrics: dict[str, np.ndarray]  # the last chunk's training metrics, [seeds, updates]
@@ -253,11 +265,18 @@ def _train(
         checkpoint.check_resumable(checkpoint.load_config(run_dir), cfg)
     restored = checkpoint.restore_latest(run_dir, state)
     last_good = "none yet"
+    clock = Clock()
     if restored is not None:
         update, restored_state = restored
         state = trainer.resume(restored_state, state)
         last_good = str(rundir.checkpoints(run_dir)[-1][1])
+        clock = Clock(**checkpoint.saved_clock(Path(last_good)))
         console.print(f"resuming {run_dir} from update {update}")
+    wall_offset = clock.wall
+
+    def wall_time() -> float:
+        return wall_offset + time.perf_counter() - run_started
+
     done_updates = int(np.asarray(state.update).max())
     # What the round records at every evaluation (B2MAPO: its DAG at a fixed state); a host
     # environment has no reset to replay, and other processes hold no first seed.
@@ -273,11 +292,10 @@ def _train(
     state = trainer.layout.place(state)
     start = time.perf_counter()
     chunk = compile_chunk(trainer, state)
-    compile_seconds = time.perf_counter() - start
+    clock.compile += time.perf_counter() - start
 
     updates_per_chunk, total_updates = cfg.updates_per_chunk, cfg.num_updates
     eval_chunks = max(1, math.ceil(cfg.eval_every / updates_per_chunk)) if cfg.eval_every else 0
-    steady_seconds, steady_updates, train_seconds = 0.0, 0, 0.0
 
     progress = Progress(
         BarColumn(bar_width=16),
@@ -302,13 +320,18 @@ def _train(
             state, metrics = chunk(state)
             jax.block_until_ready(metrics)
             seconds = time.perf_counter() - tic
-            train_seconds += seconds
+            clock.train += seconds
             if chunk_index > 0:  # the first call still pays one-off costs
-                steady_seconds += seconds
-                steady_updates += updates_per_chunk
+                clock.steady += seconds
+                clock.steady_updates += updates_per_chunk
             _check_finite(metrics, done_updates, last_good)
             if log is not None:
-                log.write(_records(metrics, done_updates, cfg, time.perf_counter() - run_started))
+                started = wall_offset + tic - run_started
+                spread = [
+                    started + seconds * (u + 1) / updates_per_chunk
+                    for u in range(updates_per_chunk)
+                ]
+                log.write(_records(metrics, done_updates, cfg, spread))
             done_updates += updates_per_chunk
             chunk_index += 1
 
@@ -327,9 +350,9 @@ def _train(
             )
             if evaluating:
                 greedy, sampled = evaluate(trainer, state)
-                wall_time = time.perf_counter() - run_started
+                evaluated_at = wall_time()
                 if log is not None:
-                    log.write(_eval_records(done_updates, cfg, greedy, sampled, wall_time))
+                    log.write(_eval_records(done_updates, cfg, greedy, sampled, evaluated_at))
                 # The executing policy's win rate, then the others the round scores (B2MAPO: π).
                 wins = [v.mean() for k, v in greedy.items() if k.endswith("win_rate")]
                 status += " eval " + "/".join(f"{win:.2f}" for win in wins)
@@ -337,8 +360,8 @@ def _train(
                 evaluated = Evaluated(
                     done_updates,
                     done_updates * cfg.steps_per_update,
-                    wall_time,
-                    train_seconds,
+                    evaluated_at,
+                    clock.train,
                     greedy,
                     sampled,
                     host_metrics,
@@ -350,13 +373,14 @@ def _train(
             if evaluating and history is not None:
                 history.record(trainer.policies(host_state), done_updates)
             if writer:
-                last_good = str(checkpoint.save(run_dir, done_updates, host_state))
+                clock.wall = wall_time()
+                last_good = str(checkpoint.save(run_dir, done_updates, host_state, asdict(clock)))
             progress.update(task, completed=done_updates * cfg.steps_per_update, status=status)
 
     greedy, sampled = evaluate(trainer, state, episodes=cfg.final_eval_episodes)
     steady = (
-        steady_updates * cfg.steps_per_update * cfg.seeds / steady_seconds
-        if steady_seconds
+        clock.steady_updates * cfg.steps_per_update * cfg.seeds / clock.steady
+        if clock.steady
         else float("nan")
     )
     summary = Summary(
@@ -366,8 +390,8 @@ def _train(
         eval_greedy=greedy,
         eval_sampled=sampled,
         episodes_per_seed=cfg.final_eval_episodes,
-        compile_seconds=compile_seconds,
-        train_seconds=train_seconds,
+        compile_seconds=clock.compile,
+        train_seconds=clock.train,
         steady_steps_per_second=steady,
         devices=trainer.layout.num_devices,
         processes=jax.process_count(),
