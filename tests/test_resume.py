@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,6 +14,7 @@ import jax
 import numpy as np
 import pytest
 from flax import serialization
+from rich.console import Console
 
 from b2mapo import checkpoint, rundir, runner
 from b2mapo.config import ConfigError, TrainConfig
@@ -85,6 +90,65 @@ def test_wall_time_is_per_update_and_continues_over_a_resumption(tiny_config, mo
     assert times == sorted(set(times)), times  # strictly increasing
     evals = [r["wall_time"] for r in rundir.read_metrics(Path(cfg.run_dir)) if r["kind"] == "eval"]
     assert evals == sorted(set(evals)), evals
+
+
+def file_hashes(run_dir: Path) -> dict[str, str]:
+    """Every file under ``run_dir`` by relative path, with the SHA-256 of its bytes."""
+    return {
+        str(path.relative_to(run_dir)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(Path(run_dir).rglob("*"))
+        if path.is_file()
+    }
+
+
+def strict_json(path: Path) -> dict[str, Any]:
+    """``path`` parsed as strict JSON: NaN or Infinity is an error."""
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{path} holds {constant}")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_a_finished_run_rerun_says_so_and_changes_nothing(tiny_config) -> None:
+    """The same command on a finished run prints that it is finished and leaves every file
+    byte-identical: no new evaluation, summary or TensorBoard file. Its summary, of one chunk
+    (no steady speed), is strict JSON, as is its config."""
+    cfg = tiny_config(total_steps=4 * 8 * 2)  # one chunk
+    runner.train(cfg)
+    before = file_hashes(Path(cfg.run_dir))
+    output = io.StringIO()
+    summary = runner.train(cfg, Console(file=output, width=200))
+    assert file_hashes(Path(cfg.run_dir)) == before
+    assert f"{cfg.run_dir} is finished (update 2)" in output.getvalue()
+    assert summary.updates == 2 and summary.train_seconds > 0
+    saved = strict_json(Path(cfg.run_dir) / rundir.SUMMARY_FILE)
+    assert saved["steady_steps_per_second"] is None
+    strict_json(Path(cfg.run_dir) / rundir.CONFIG_FILE)
+
+
+def test_summary_times_add_up_over_resumptions(tiny_config, monkeypatch) -> None:
+    """A run killed after its first checkpoint and resumed reports the training time of both
+    parts: the first part's chunks are slowed by 0.5 s, the resumed part's are not."""
+    real_compile = runner.compile_chunk
+
+    def slow_compile(trainer: Trainer, state: Any) -> Callable:
+        chunk = real_compile(trainer, state)
+
+        def slow(state: Any) -> tuple[Any, dict]:
+            time.sleep(0.5)
+            return chunk(state)
+
+        return slow
+
+    cfg = tiny_config()  # 2 chunks
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "compile_chunk", slow_compile)
+        kill_after_first_checkpoint(cfg, monkeypatch)
+    runner.train(cfg)
+    saved = strict_json(Path(cfg.run_dir) / rundir.SUMMARY_FILE)
+    assert saved["train_seconds"] >= 0.5
+    assert saved["steady_steps_per_second"] is None  # each part ran one chunk: no steady one
 
 
 def test_checkpoint_of_another_config_is_refused(tiny_config, tmp_path) -> None:

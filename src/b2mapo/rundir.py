@@ -58,7 +58,7 @@ def write_json(path: Path, data: Any, allow_nan: bool = False) -> None:
 
 def write_config(run_dir: Path, values: dict[str, Any]) -> None:
     """Write a run's resolved config (``TrainConfig.to_dict()``)."""
-    write_json(Path(run_dir) / CONFIG_FILE, values, allow_nan=True)
+    write_json(Path(run_dir) / CONFIG_FILE, values)
 
 
 def read_config(run_dir: Path) -> dict[str, Any]:
@@ -137,9 +137,8 @@ def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
 
 
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
-    """Write a run's final evaluation, last: it marks the run finished. NaN is allowed (the
-    steady speed of a run of one chunk)."""
-    write_json(Path(run_dir) / SUMMARY_FILE, summary, allow_nan=True)
+    """Write a run's final evaluation, last: it marks the run finished (strict JSON)."""
+    write_json(Path(run_dir) / SUMMARY_FILE, summary)
 
 
 def read_summary(run_dir: Path) -> dict[str, Any] | None:

@@ -103,13 +103,32 @@ class Summary:
     eval_greedy: dict[str, np.ndarray]
     eval_sampled: dict[str, np.ndarray]
     episodes_per_seed: int
-    compile_seconds: float = 0.0
+    compile_seconds: float = 0.0  # over all resumptions, as train_seconds
     train_seconds: float = 0.0
-    steady_steps_per_second: float = float("nan")
+    steady_steps_per_second: float | None = None  # None: no chunk after a start's first
     devices: int = 1
     processes: int = 1
 
+    @classmethod
+    def from_dict(cls, run_dir: Path, values: dict[str, Any]) -> Summary:
+        """The summary of ``run_dir`` as ``as_dict`` wrote it."""
+        steady = values["steady_steps_per_second"]
+        return cls(
+            run_dir=run_dir,
+            updates=values["updates"],
+            env_steps=values["env_steps"],
+            eval_greedy={k: np.asarray(v) for k, v in values["eval_greedy"].items()},
+            eval_sampled={k: np.asarray(v) for k, v in values["eval_sampled"].items()},
+            episodes_per_seed=values["episodes_per_seed"],
+            compile_seconds=values["compile_seconds"],
+            train_seconds=values["train_seconds"],
+            steady_steps_per_second=None if steady is None or math.isnan(steady) else steady,
+            devices=values["devices"],
+            processes=values["processes"],
+        )
+
     def as_dict(self) -> dict[str, Any]:
+        steady = self.steady_steps_per_second
         return {
             "run_dir": str(self.run_dir),
             "updates": self.updates,
@@ -122,7 +141,7 @@ class Summary:
             "steady_steps_per_second": self.steady_steps_per_second,
             "devices": self.devices,
             "processes": self.processes,
-            "steady_steps_per_second_per_device": self.steady_steps_per_second / self.devices,
+            "steady_steps_per_second_per_device": None if steady is None else steady / self.devices,
         }
 
 
@@ -257,12 +276,19 @@ def _train(
     run_dir = Path(cfg.run_dir)
     if writer:
         _check_writable(run_dir)
+    if (run_dir / rundir.CONFIG_FILE).exists():
+        checkpoint.check_resumable(checkpoint.load_config(run_dir), cfg)
+    finished = rundir.read_summary(run_dir)
+    if finished is not None:  # nothing to train; its files stay as they are
+        console.print(
+            f"{run_dir} is finished (update {finished['updates']}); nothing to do "
+            f"(b2mapo eval {run_dir} evaluates it again)"
+        )
+        return Summary.from_dict(run_dir, finished)
     # Before compiling: fails on a missing extra.
     log = MetricsLog(run_dir / rundir.METRICS_FILE, cfg) if writer else None
     state = trainer.layout.to_host(trainer.init())
 
-    if (run_dir / rundir.CONFIG_FILE).exists():
-        checkpoint.check_resumable(checkpoint.load_config(run_dir), cfg)
     restored = checkpoint.restore_latest(run_dir, state)
     last_good = "none yet"
     clock = Clock()
@@ -381,7 +407,7 @@ def _train(
     steady = (
         clock.steady_updates * cfg.steps_per_update * cfg.seeds / clock.steady
         if clock.steady
-        else float("nan")
+        else None
     )
     summary = Summary(
         run_dir=run_dir,
@@ -426,12 +452,14 @@ def summary_table(summary: Summary, title: str) -> Table:
     if summary.train_seconds:
         table.add_row("compile time", f"{summary.compile_seconds:.1f} s")
         table.add_row("training time", f"{summary.train_seconds:.1f} s")
-        table.add_row("env steps/s (steady, all seeds)", f"{summary.steady_steps_per_second:,.0f}")
+    steady = summary.steady_steps_per_second
+    if steady is not None:
+        table.add_row("env steps/s (steady, all seeds)", f"{steady:,.0f}")
         if summary.devices > 1:
             where = f"{summary.devices}" + (
                 f" in {summary.processes} processes" if summary.processes > 1 else ""
             )
-            per_device = summary.steady_steps_per_second / summary.devices
+            per_device = steady / summary.devices
             table.add_row("devices / env steps/s per device", f"{where} / {per_device:,.0f}")
     table.add_row("run directory", str(summary.run_dir))
     return table
