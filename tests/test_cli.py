@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -190,3 +193,33 @@ def test_fractional_total_steps_is_refused(capsys: pytest.CaptureFixture[str]) -
     assert (
         capsys.readouterr().err == "b2mapo train: error: total_steps=1.5 must be a whole number\n"
     )
+
+
+def test_sigint_stops_training_in_one_line_and_the_run_resumes(tmp_path: Path) -> None:
+    """SIGINT once the first checkpoint exists: the run stops at its next safe point with one
+    line, exit 130, no traceback; the same command then resumes and finishes the run."""
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    command = [sys.executable, "-m", "b2mapo", *TINY_TRAIN, "--total-steps", "64000"]
+    command += ["--out", "run"]  # 2,000 updates in chunks of 2
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    checkpoints = tmp_path / "run" / "checkpoints"
+    deadline = time.monotonic() + 240
+    while not (checkpoints.is_dir() and any(checkpoints.iterdir())):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    lines = stderr.splitlines()
+    assert len(lines) == 1 and re.fullmatch(
+        r"b2mapo train: interrupted after update \d+; the same command resumes", lines[0]
+    ), stderr
+    assert "Traceback" not in stdout + stderr
+    assert not (tmp_path / "run" / SUMMARY_FILE).exists()
+    resumed = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stdout
+    assert json.loads((tmp_path / "run" / SUMMARY_FILE).read_text())["updates"] == 2000

@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import tyro
 from rich.console import Console
 
-from b2mapo.errors import ConfigError, HostEnvError
+from b2mapo.errors import ConfigError, HostEnvError, Interrupted
 
 if TYPE_CHECKING:
     from b2mapo.config import TrainConfig
@@ -383,3 +383,9 @@ def main(argv: list[str] | None = None) -> None:
     except HostEnvError as error:  # a host environment's worker failed; checkpoints are kept
         print(f"b2mapo {command}: error: {error}", file=sys.stderr)
         sys.exit(1)
+    except Interrupted as error:  # SIGINT or SIGTERM during training; checkpoints are kept
+        print(f"b2mapo {command}: {error}", file=sys.stderr)
+        sys.exit(130)
+    except KeyboardInterrupt:  # Ctrl-C anywhere else
+        print(f"b2mapo {command}: interrupted", file=sys.stderr)
+        sys.exit(130)

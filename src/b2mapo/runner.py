@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -19,7 +21,7 @@ from rich.table import Table
 
 from b2mapo import checkpoint, rundir
 from b2mapo.config import ConfigError, TrainConfig
-from b2mapo.errors import HostEnvError
+from b2mapo.errors import HostEnvError, Interrupted
 from b2mapo.evaluation import evaluate, wilson_interval
 from b2mapo.exported import compile_chunk
 from b2mapo.parallel import is_writer
@@ -219,6 +221,42 @@ def _check_writable(run_dir: Path) -> None:
         raise ConfigError(f"cannot write the run directory {run_dir}: {reason}") from None
 
 
+class Interrupts:
+    """SIGINT and SIGTERM during training: the first stops the run at its next safe point
+    (between chunks, after the checkpoint); a second stops it at once, its last checkpoint
+    intact (checkpoints are replaced atomically)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.checkpointed = 0  # the update of the newest checkpoint
+
+    def handle(self, signum: int, frame: object) -> None:
+        del signum, frame
+        if self.requested:
+            raise Interrupted(self.checkpointed)
+        self.requested = True
+
+    def check(self) -> None:
+        """Stop here (``Interrupted``) if a signal asked to."""
+        if self.requested:
+            raise Interrupted(self.checkpointed)
+
+
+@contextlib.contextmanager
+def _handled(interrupts: Interrupts) -> Iterator[None]:
+    """Route SIGINT and SIGTERM to ``interrupts`` while training: in the main thread of a
+    single-process run (the processes of a multi-process run must stop together)."""
+    if threading.current_thread() is not threading.main_thread() or jax.process_count() > 1:
+        yield
+        return
+    previous = {s: signal.signal(s, interrupts.handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 class Evaluated(NamedTuple):
     """An evaluation during training, as ``train`` hands it to ``on_evaluation`` and ``stop``."""
 
@@ -246,11 +284,14 @@ def train(
     In a multi-process run every process calls this; only process 0 writes the run directory
     and prints, and every process reads its checkpoints to resume (a shared filesystem).
     A host environment whose worker fails stops the run with a ``HostEnvError`` that names
-    it; its checkpoints stay, and the same call resumes.
+    it; its checkpoints stay, and the same call resumes. So does SIGINT or SIGTERM
+    (``Interrupted``, see ``Interrupts``).
     """
     trainer = Trainer(cfg)
+    interrupts = Interrupts()
     try:
-        return _train(trainer, console, on_evaluation, stop)
+        with _handled(interrupts):
+            return _train(trainer, console, on_evaluation, stop, interrupts)
     except jax.errors.JaxRuntimeError:
         failure = trainer.failure()
         if failure is None:
@@ -268,6 +309,7 @@ def _train(
     console: Console | None,
     on_evaluation: Callable[[Evaluated], None] | None,
     stop: Callable[[Evaluated], bool] | None,
+    interrupts: Interrupts,
 ) -> Summary:
     cfg = trainer.cfg
     writer = is_writer()
@@ -304,6 +346,7 @@ def _train(
         return wall_offset + time.perf_counter() - run_started
 
     done_updates = int(np.asarray(state.update).max())
+    interrupts.checkpointed = done_updates
     # What the round records at every evaluation (B2MAPO: its DAG at a fixed state); a host
     # environment has no reset to replay, and other processes hold no first seed.
     history = None
@@ -342,6 +385,7 @@ def _train(
         devices_note = f" ({layout.describe()})" if layout.num_devices > 1 else ""
         stopped = False
         while done_updates < total_updates and not stopped:
+            interrupts.check()
             tic = time.perf_counter()
             state, metrics = chunk(state)
             jax.block_until_ready(metrics)
@@ -401,9 +445,12 @@ def _train(
             if writer:
                 clock.wall = wall_time()
                 last_good = str(checkpoint.save(run_dir, done_updates, host_state, asdict(clock)))
+            interrupts.checkpointed = done_updates
             progress.update(task, completed=done_updates * cfg.steps_per_update, status=status)
 
+    interrupts.check()
     greedy, sampled = evaluate(trainer, state, episodes=cfg.final_eval_episodes)
+    interrupts.check()
     steady = (
         clock.steady_updates * cfg.steps_per_update * cfg.seeds / clock.steady
         if clock.steady
