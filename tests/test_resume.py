@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -152,10 +153,25 @@ def test_summary_times_add_up_over_resumptions(tiny_config, monkeypatch) -> None
 
 
 def test_checkpoint_of_another_config_is_refused(tiny_config, tmp_path) -> None:
-    """Resuming into a directory trained with another network size names the field."""
+    """Resuming into a directory trained with another network size names the field, and
+    leaves every file of the directory as it was (no TensorBoard file, no config)."""
     runner.train(tiny_config(out=str(tmp_path / "run")))
+    before = file_hashes(tmp_path / "run")
     with pytest.raises(ConfigError, match="hidden_size"):
         runner.train(tiny_config(out=str(tmp_path / "run"), hidden_size=16))
+    assert file_hashes(tmp_path / "run") == before
+
+
+def test_a_config_without_a_checkpoint_can_be_restarted(tiny_config, tmp_path) -> None:
+    """A run that stopped before its first checkpoint lost nothing: the directory starts again
+    under another config, and says so."""
+    run_dir = tmp_path / "run"
+    checkpoint.save_config(run_dir, tiny_config(out=str(run_dir), hidden_size=16))
+    output = io.StringIO()
+    runner.train(tiny_config(out=str(run_dir)), Console(file=output, width=200))
+    assert "holds no checkpoint: starting it again with this config" in output.getvalue()
+    assert checkpoint.load_config(run_dir).hidden_size == 8
+    assert rundir.finished(run_dir)
 
 
 def test_checkpoint_of_another_format_is_refused(tiny_config, tmp_path) -> None:
@@ -196,6 +212,17 @@ def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tiny_config, monk
         runner.train(cfg)
     assert "update_00000002" in str(error.value)
     assert [u for u, _ in rundir.checkpoints(cfg.run_dir)] == [2]
+
+
+def test_atomic_write_makes_files_readable_like_the_rest(tmp_path) -> None:
+    """Files written atomically (config.json, summary.json, checkpoints) get the mode open()
+    gives under the umask (0644 under 022), not mkstemp's 0600."""
+    previous = os.umask(0o022)
+    try:
+        rundir.write_json(tmp_path / rundir.SUMMARY_FILE, {"updates": 1})
+    finally:
+        os.umask(previous)
+    assert (tmp_path / rundir.SUMMARY_FILE).stat().st_mode & 0o777 == 0o644
 
 
 def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch) -> None:

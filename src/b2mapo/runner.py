@@ -75,15 +75,21 @@ class MetricsLog:
             self._wandb.finish()
 
 
-def _start_wandb(cfg: TrainConfig, run_dir: Path) -> Any:
-    """A Weights & Biases run for ``run_dir``, resumed when the directory is resumed (its id
-    is derived from the directory's absolute path)."""
+def _import_wandb(cfg: TrainConfig) -> Any:
+    """The ``wandb`` module; ``ConfigError`` if the extra is missing."""
     try:
         import wandb  # optional dependency
     except ImportError:
         raise ConfigError(
             f"wandb_project={cfg.wandb_project!r} needs Weights & Biases: pip install -e '.[wandb]'"
         ) from None
+    return wandb
+
+
+def _start_wandb(cfg: TrainConfig, run_dir: Path) -> Any:
+    """A Weights & Biases run for ``run_dir``, resumed when the directory is resumed (its id
+    is derived from the directory's absolute path)."""
+    wandb = _import_wandb(cfg)
     run_id = hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:16]
     return wandb.init(
         project=cfg.wandb_project,
@@ -316,10 +322,15 @@ def _train(
     console = console if console is not None and writer else Console(quiet=not writer)
     run_started = time.perf_counter()
     run_dir = Path(cfg.run_dir)
+    # Every refusal before anything is written.
+    if writer and cfg.wandb_project:
+        _import_wandb(cfg)
+    if rundir.checkpoints(run_dir):
+        checkpoint.check_resumable(checkpoint.load_config(run_dir), cfg)
+    elif (run_dir / rundir.CONFIG_FILE).exists():
+        console.print(f"{run_dir} holds no checkpoint: starting it again with this config")
     if writer:
         _check_writable(run_dir)
-    if (run_dir / rundir.CONFIG_FILE).exists():
-        checkpoint.check_resumable(checkpoint.load_config(run_dir), cfg)
     finished = rundir.read_summary(run_dir)
     if finished is not None:  # nothing to train; its files stay as they are
         console.print(
