@@ -176,9 +176,11 @@ def test_a_config_without_a_checkpoint_can_be_restarted(tiny_config, tmp_path) -
 
 def test_checkpoint_of_another_format_is_refused(tiny_config, tmp_path) -> None:
     """A checkpoint in the unstamped layout of earlier versions is refused by its format, not
-    half-read; so is a file that is not msgpack at all."""
+    half-read; so is a file that is not msgpack at all (in a run to resume: a finished one
+    reads no checkpoint)."""
     cfg = tiny_config(out=str(tmp_path / "run"))
     runner.train(cfg)
+    (Path(cfg.run_dir) / rundir.SUMMARY_FILE).unlink()
     _, path = rundir.checkpoints(cfg.run_dir)[-1]
     unstamped = serialization.msgpack_restore(path.read_bytes())["state"]
     path.write_bytes(serialization.msgpack_serialize(unstamped))
