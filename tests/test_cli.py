@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from b2mapo.cli import main
-from b2mapo.config import ConfigError, resolve
+from b2mapo.config import ConfigError, number_fields, resolve
 from b2mapo.rundir import SUMMARY_FILE
 
 SPREAD = "pettingzoo:mpe2.simple_spread_v3"
@@ -144,3 +147,79 @@ def test_resolve_rejects_unknown_fields() -> None:
     """A config dict with a field that does not exist is refused, naming it."""
     with pytest.raises(ConfigError, match="learning_rate"):
         resolve({"learning_rate": 1e-3})
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+@pytest.mark.parametrize("name", number_fields(float))
+def test_non_finite_float_options_are_refused(
+    name: str, value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every float option refuses nan, inf and -inf (given as ``--name VALUE``): exit 2, one
+    line naming the option, nothing written."""
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", f"--{name.replace('_', '-')}", value, "--out", str(out)])
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 2, captured.err
+    assert captured.err.count("\n") == 1 and f"{name}=" in captured.err, captured.err
+    assert "Traceback" not in captured.err + captured.out
+    assert not out.exists()
+
+
+class Accepted(Exception):
+    """Stands in for training: carries the config the command line resolved."""
+
+
+@pytest.mark.parametrize(("value", "steps"), [("1e6", 1_000_000), ("2.5e4", 25_000)])
+def test_whole_float_total_steps_is_an_integer(
+    value: str, steps: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--total-steps 1e6`` (a whole number written as a float) resolves to 1000000."""
+
+    def accept(cfg: object, console: object) -> None:
+        raise Accepted(cfg)
+
+    monkeypatch.setattr("b2mapo.runner.train", accept)
+    with pytest.raises(Accepted) as accepted:
+        main(["train", "--total-steps", value, "--out", str(tmp_path / "run")])
+    assert accepted.value.args[0].total_steps == steps
+
+
+def test_fractional_total_steps_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    """A fractional integer option is one line naming it, not tyro's box."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--total-steps", "1.5"])
+    assert exit_info.value.code == 2
+    assert (
+        capsys.readouterr().err == "b2mapo train: error: total_steps=1.5 must be a whole number\n"
+    )
+
+
+def test_sigint_stops_training_in_one_line_and_the_run_resumes(tmp_path: Path) -> None:
+    """SIGINT once the first checkpoint exists: the run stops at its next safe point with one
+    line, exit 130, no traceback; the same command then resumes and finishes the run."""
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    command = [sys.executable, "-m", "b2mapo", *TINY_TRAIN, "--total-steps", "64000"]
+    command += ["--out", "run"]  # 2,000 updates in chunks of 2
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    checkpoints = tmp_path / "run" / "checkpoints"
+    deadline = time.monotonic() + 240
+    while not (checkpoints.is_dir() and any(checkpoints.iterdir())):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    lines = stderr.splitlines()
+    assert len(lines) == 1 and re.fullmatch(
+        r"b2mapo train: interrupted after update \d+; the same command resumes", lines[0]
+    ), stderr
+    assert "Traceback" not in stdout + stderr
+    assert not (tmp_path / "run" / SUMMARY_FILE).exists()
+    resumed = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stdout
+    assert json.loads((tmp_path / "run" / SUMMARY_FILE).read_text())["updates"] == 2000

@@ -107,3 +107,4 @@ def test_a_missing_wandb_extra_is_one_line_before_compiling(
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "wandb_project='p' needs Weights & Biases: pip install -e '.[wandb]'" in err
+    assert not (tmp_path / "run").exists()  # nothing written

@@ -99,6 +99,22 @@ def test_curves_of_two_runs_share_one_figure(b2mapo_run: Path, tmp_path: Path) -
         plots.training_figure([b2mapo_run], x="time")
 
 
+def test_band_only_over_several_seeds(b2mapo_run: Path, tmp_path: Path) -> None:
+    """A run of one seed is drawn without a band (its title says one seed); a run of two
+    seeds with the min-max band over them, and the title says so."""
+    figure = plots.training_figure([b2mapo_run])
+    assert not figure.axes[0].collections
+    assert "1 seed" in figure.get_suptitle() and "band" not in figure.get_suptitle()
+    two = tmp_path / "two"
+    shutil.copytree(b2mapo_run, two)
+    records = rundir.read_metrics(two)
+    twin = [{**r, "seed": r["seed"] + 1} for r in records]
+    (two / rundir.METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in records + twin))
+    figure = plots.training_figure([two])
+    assert figure.axes[0].collections
+    assert "mean over 2 seeds, band: min-max over seeds" in figure.get_suptitle()
+
+
 def test_curve_is_mean_and_range_over_seeds() -> None:
     """Records of two seeds at two steps give the per-step mean, min and max, sorted by step."""
     records = [

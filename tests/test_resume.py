@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
+import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,9 +15,10 @@ import jax
 import numpy as np
 import pytest
 from flax import serialization
+from rich.console import Console
 
 from b2mapo import checkpoint, rundir, runner
-from b2mapo.config import ConfigError
+from b2mapo.config import ConfigError, TrainConfig
 from b2mapo.train import Trainer
 
 
@@ -59,18 +65,122 @@ def test_killed_run_resumes_to_the_same_state(tiny_config, tmp_path, monkeypatch
     assert sum('"kind": "train"' in line for line in updates) == 4  # 4 updates x 1 seed, no repeats
 
 
+def kill_after_first_checkpoint(cfg: TrainConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Train ``cfg`` until its first checkpoint is written, then stop as if killed."""
+    real_save = checkpoint.save
+
+    def save_then_die(*args: Any, **kwargs: Any) -> Path:
+        raise Killed(real_save(*args, **kwargs))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(checkpoint, "save", save_then_die)
+        with pytest.raises(Killed):
+            runner.train(cfg)
+
+
+def test_wall_time_is_per_update_and_continues_over_a_resumption(tiny_config, monkeypatch) -> None:
+    """Each update logs its own wall time (a chunk's updates do not share one), and a run killed
+    after its first checkpoint and resumed continues its clock: strictly increasing over the
+    resumption, as ``curves`` and ``report`` read it."""
+    cfg = tiny_config(updates_per_chunk=2, total_steps=4 * 8 * 6)  # 3 chunks
+    kill_after_first_checkpoint(cfg, monkeypatch)
+    runner.train(cfg)
+    train = [r for r in rundir.read_metrics(Path(cfg.run_dir)) if r["kind"] == "train"]
+    assert [r["update"] for r in train] == list(range(1, 7))
+    times = [r["wall_time"] for r in train]
+    assert times == sorted(set(times)), times  # strictly increasing
+    evals = [r["wall_time"] for r in rundir.read_metrics(Path(cfg.run_dir)) if r["kind"] == "eval"]
+    assert evals == sorted(set(evals)), evals
+
+
+def file_hashes(run_dir: Path) -> dict[str, str]:
+    """Every file under ``run_dir`` by relative path, with the SHA-256 of its bytes."""
+    return {
+        str(path.relative_to(run_dir)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(Path(run_dir).rglob("*"))
+        if path.is_file()
+    }
+
+
+def strict_json(path: Path) -> dict[str, Any]:
+    """``path`` parsed as strict JSON: NaN or Infinity is an error."""
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{path} holds {constant}")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_a_finished_run_rerun_says_so_and_changes_nothing(tiny_config) -> None:
+    """The same command on a finished run prints that it is finished and leaves every file
+    byte-identical: no new evaluation, summary or TensorBoard file. Its summary, of one chunk
+    (no steady speed), is strict JSON, as is its config."""
+    cfg = tiny_config(total_steps=4 * 8 * 2)  # one chunk
+    runner.train(cfg)
+    before = file_hashes(Path(cfg.run_dir))
+    output = io.StringIO()
+    summary = runner.train(cfg, Console(file=output, width=200))
+    assert file_hashes(Path(cfg.run_dir)) == before
+    assert f"{cfg.run_dir} is finished (update 2)" in output.getvalue()
+    assert summary.updates == 2 and summary.train_seconds > 0
+    saved = strict_json(Path(cfg.run_dir) / rundir.SUMMARY_FILE)
+    assert saved["steady_steps_per_second"] is None
+    strict_json(Path(cfg.run_dir) / rundir.CONFIG_FILE)
+
+
+def test_summary_times_add_up_over_resumptions(tiny_config, monkeypatch) -> None:
+    """A run killed after its first checkpoint and resumed reports the training time of both
+    parts: the first part's chunks are slowed by 0.5 s, the resumed part's are not."""
+    real_compile = runner.compile_chunk
+
+    def slow_compile(trainer: Trainer, state: Any) -> Callable:
+        chunk = real_compile(trainer, state)
+
+        def slow(state: Any) -> tuple[Any, dict]:
+            time.sleep(0.5)
+            return chunk(state)
+
+        return slow
+
+    cfg = tiny_config()  # 2 chunks
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "compile_chunk", slow_compile)
+        kill_after_first_checkpoint(cfg, monkeypatch)
+    runner.train(cfg)
+    saved = strict_json(Path(cfg.run_dir) / rundir.SUMMARY_FILE)
+    assert saved["train_seconds"] >= 0.5
+    assert saved["steady_steps_per_second"] is None  # each part ran one chunk: no steady one
+
+
 def test_checkpoint_of_another_config_is_refused(tiny_config, tmp_path) -> None:
-    """Resuming into a directory trained with another network size names the field."""
+    """Resuming into a directory trained with another network size names the field, and
+    leaves every file of the directory as it was (no TensorBoard file, no config)."""
     runner.train(tiny_config(out=str(tmp_path / "run")))
+    before = file_hashes(tmp_path / "run")
     with pytest.raises(ConfigError, match="hidden_size"):
         runner.train(tiny_config(out=str(tmp_path / "run"), hidden_size=16))
+    assert file_hashes(tmp_path / "run") == before
+
+
+def test_a_config_without_a_checkpoint_can_be_restarted(tiny_config, tmp_path) -> None:
+    """A run that stopped before its first checkpoint lost nothing: the directory starts again
+    under another config, and says so."""
+    run_dir = tmp_path / "run"
+    checkpoint.save_config(run_dir, tiny_config(out=str(run_dir), hidden_size=16))
+    output = io.StringIO()
+    runner.train(tiny_config(out=str(run_dir)), Console(file=output, width=200))
+    assert "holds no checkpoint: starting it again with this config" in output.getvalue()
+    assert checkpoint.load_config(run_dir).hidden_size == 8
+    assert rundir.finished(run_dir)
 
 
 def test_checkpoint_of_another_format_is_refused(tiny_config, tmp_path) -> None:
     """A checkpoint in the unstamped layout of earlier versions is refused by its format, not
-    half-read; so is a file that is not msgpack at all."""
+    half-read; so is a file that is not msgpack at all (in a run to resume: a finished one
+    reads no checkpoint)."""
     cfg = tiny_config(out=str(tmp_path / "run"))
     runner.train(cfg)
+    (Path(cfg.run_dir) / rundir.SUMMARY_FILE).unlink()
     _, path = rundir.checkpoints(cfg.run_dir)[-1]
     unstamped = serialization.msgpack_restore(path.read_bytes())["state"]
     path.write_bytes(serialization.msgpack_serialize(unstamped))
@@ -104,6 +214,17 @@ def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tiny_config, monk
         runner.train(cfg)
     assert "update_00000002" in str(error.value)
     assert [u for u, _ in rundir.checkpoints(cfg.run_dir)] == [2]
+
+
+def test_atomic_write_makes_files_readable_like_the_rest(tmp_path) -> None:
+    """Files written atomically (config.json, summary.json, checkpoints) get the mode open()
+    gives under the umask (0644 under 022), not mkstemp's 0600."""
+    previous = os.umask(0o022)
+    try:
+        rundir.write_json(tmp_path / rundir.SUMMARY_FILE, {"updates": 1})
+    finally:
+        os.umask(previous)
+    assert (tmp_path / rundir.SUMMARY_FILE).stat().st_mode & 0o777 == 0o644
 
 
 def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch) -> None:

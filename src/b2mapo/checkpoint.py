@@ -41,11 +41,12 @@ def check_resumable(saved: TrainConfig, requested: TrainConfig) -> None:
         )
 
 
-def save(run_dir: Path, update: int, state: Any) -> Path:
-    """Save ``state`` as the checkpoint of ``update`` and drop all but the newest few."""
+def save(run_dir: Path, update: int, state: Any, clock: dict[str, float] | None = None) -> Path:
+    """Save ``state`` as the checkpoint of ``update``, with the run's ``clock`` (its times so
+    far, which a resumed run continues), and drop all but the newest few."""
     host_state = jax.tree.map(np.asarray, jax.device_get(state))
     path = rundir.checkpoint_path(run_dir, update)
-    stamped = {"format": FORMAT, "b2mapo": __version__, "state": host_state}
+    stamped = {"format": FORMAT, "b2mapo": __version__, "state": host_state, "clock": clock or {}}
     data = serialization.msgpack_serialize(serialization.to_state_dict(stamped))
     rundir.atomic_write(path, data)
     for _, old in rundir.checkpoints(run_dir)[:-KEEP_LAST]:
@@ -78,6 +79,12 @@ def restore(path: Path, template: Any) -> Any:
     if not shapes_match:
         raise ConfigError(f"checkpoint {path} holds arrays of other shapes than this config's")
     return state
+
+
+def saved_clock(path: Path) -> dict[str, float]:
+    """The clock a checkpoint was saved with (none for one saved without)."""
+    saved = serialization.msgpack_restore(Path(path).read_bytes())
+    return {k: float(v) for k, v in saved.get("clock", {}).items()}
 
 
 def restore_latest(run_dir: Path, template: Any) -> tuple[int, Any] | None:

@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import tyro
 from rich.console import Console
 
-from b2mapo.errors import ConfigError, HostEnvError
+from b2mapo.errors import ConfigError, HostEnvError, Interrupted
 
 if TYPE_CHECKING:
     from b2mapo.config import TrainConfig
@@ -84,7 +84,8 @@ class CurvesArgs:
     out: Path | None = None
     """Output PNG; default: ``RUN_DIR/training.png`` for one run, ``curves.png`` for several."""
     x: Literal["env_steps", "wall_time"] = "env_steps"
-    """The x axis: env steps per seed, or wall time since the run started."""
+    """The x axis: env steps per seed, or wall time since the run started (over its
+    resumptions: compilation, training, evaluation)."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,47 @@ def _check_choices(args: list[str]) -> None:
             check_choice(name, _option(args, spelling, getattr(TrainConfig, name)))
 
 
+def _number(name: str, kind: type, value: str) -> str:
+    """``value`` of the number option ``name`` as tyro parses it: an integer written as a
+    whole float (``1e6``) in digits; any other non-number is the config's one-line error."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} must be a number") from None
+    if kind is float or value.lstrip("+-").isdigit():
+        return value
+    if not number.is_integer():
+        raise ConfigError(f"{name}={value} must be a whole number")
+    return str(int(number))
+
+
+def _normalise_numbers(args: list[str]) -> list[str]:
+    """Number options as ``--name=VALUE`` (so that ``--lr -inf`` is not read as a flag), their
+    values checked and whole floats of integer options (``--total-steps 1e6``) made integers."""
+    from b2mapo.config import number_fields
+
+    kinds = {
+        f"--{spelling}": (name, kind)
+        for kind in (int, float)
+        for name in number_fields(kind)
+        for spelling in (name, name.replace("_", "-"))
+    }
+    out: list[str] = []
+    rest = iter(args)
+    for arg in rest:
+        flag, joined, value = arg.partition("=")
+        if flag not in kinds:
+            out.append(arg)
+            continue
+        if not joined:
+            value = next(rest, None)
+            if value is None:
+                out.append(arg)
+                continue
+        out.append(f"{flag}={_number(*kinds[flag], value)}")
+    return out
+
+
 def _preset_defaults(args: list[str]) -> TrainConfig:
     """Defaults for ``train``: the config defaults overlaid with the ``--algo`` preset and
     the ``--env`` family's defaults (football: independent parameters)."""
@@ -163,6 +205,7 @@ def _train(args: list[str], console: Console) -> None:
     from b2mapo.runner import summary_table, train
 
     _check_choices(args)
+    args = _normalise_numbers(args)
     parsed = tyro.cli(TrainConfig, args=args, default=_preset_defaults(args), prog="b2mapo train")
     cfg = resolve(parsed.to_dict())
     if not is_writer():
@@ -340,3 +383,9 @@ def main(argv: list[str] | None = None) -> None:
     except HostEnvError as error:  # a host environment's worker failed; checkpoints are kept
         print(f"b2mapo {command}: error: {error}", file=sys.stderr)
         sys.exit(1)
+    except Interrupted as error:  # SIGINT or SIGTERM during training; checkpoints are kept
+        print(f"b2mapo {command}: {error}", file=sys.stderr)
+        sys.exit(130)
+    except KeyboardInterrupt:  # Ctrl-C anywhere else
+        print(f"b2mapo {command}: interrupted", file=sys.stderr)
+        sys.exit(130)

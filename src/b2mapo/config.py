@@ -243,6 +243,9 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """Return self, or raise ``ConfigError`` naming the bad value and what is allowed."""
         check_env_name(self.env)
+        for name in number_fields(float):
+            if not math.isfinite(getattr(self, name)):
+                raise ConfigError(f"{name}={getattr(self, name)} must be a finite number")
         for name in field_choices():
             check_choice(name, getattr(self, name))
         for name in (
@@ -375,6 +378,12 @@ def field_choices() -> dict[str, tuple[str, ...]]:
         for name, hint in hints.items()
         if typing.get_origin(hint) is Literal
     }
+
+
+@functools.cache
+def number_fields(kind: type) -> tuple[str, ...]:
+    """The ``TrainConfig`` fields of exactly type ``kind`` (``int`` or ``float``)."""
+    return tuple(name for name, hint in typing.get_type_hints(TrainConfig).items() if hint is kind)
 
 
 def check_choice(name: str, value: object) -> None:

@@ -1,6 +1,6 @@
 """Training curves of one run, or of several overlaid, from their ``metrics.jsonl``: win
 rates, returns, the number of batches K, update time and losses, each as the mean over seeds
-with a min-max band.
+with the min-max band over seeds (for a run of several seeds).
 
 A view of run directories: it imports no training code (no JAX), so ``b2mapo curves`` starts
 fast; the DAG figures, which need a checkpoint, are in ``dag_plots``. Figures are written
@@ -114,6 +114,11 @@ def _run_records(run_dir: Path, x: str) -> tuple[dict[str, Any], dict[str, list[
     return config, by_kind
 
 
+def _seeds(by_kind: dict[str, list[dict]]) -> int:
+    """How many seeds a run's training records hold."""
+    return len({r["seed"] for r in by_kind["train"]})
+
+
 def plot_training(
     run_dirs: Path | list[Path], out_png: Path | None = None, x: str = "env_steps"
 ) -> Path:
@@ -131,8 +136,9 @@ def plot_training(
 def training_figure(runs: list[Path], x: str = "env_steps") -> Figure:
     """The training curves of one run, or of several overlaid, from their ``metrics.jsonl``.
 
-    Each curve is the mean over a run's seeds with a min-max band, against env steps per seed
-    or wall time (``x``). One run: one colour per curve. Several: one colour per run and one
+    Each curve is the mean over a run's seeds, with the min-max band over them for a run of
+    several seeds, against env steps per seed or wall time since the run started, over its
+    resumptions (``x``). One run: one colour per curve. Several: one colour per run and one
     line style per curve. ``ConfigError`` if a directory holds no run or no training records.
     """
     if x not in X_AXES:
@@ -147,6 +153,7 @@ def training_figure(runs: list[Path], x: str = "env_steps") -> Figure:
     for ax, (title, curves) in zip(axes, panels, strict=True):
         drawn = False
         for run_index, (run, (_, by_kind)) in enumerate(zip(runs, loaded, strict=True)):
+            banded = _seeds(by_kind) > 1
             for curve_index, (kind, key, label) in enumerate(curves):
                 found = curve(by_kind[kind], key, x)
                 if found is None:
@@ -162,7 +169,8 @@ def training_figure(runs: list[Path], x: str = "env_steps") -> Figure:
                     label=f"{run.name}: {label}" if several else label,
                     ms=3,
                 )
-                ax.fill_between(found.steps, found.low, found.high, color=colour, alpha=0.2)
+                if banded:
+                    ax.fill_between(found.steps, found.low, found.high, color=colour, alpha=0.2)
                 drawn = True
         ax.set_title(title, fontsize=10)
         ax.set_xlabel(X_AXES[x])
@@ -174,11 +182,15 @@ def training_figure(runs: list[Path], x: str = "env_steps") -> Figure:
             ax.set_xticks([])
             ax.set_yticks([])
     if several:
-        title = f"{len(runs)} runs, mean over each run's seeds and min-max band"
+        title = (
+            f"{len(runs)} runs, mean over each run's seeds; "
+            "band (runs of several seeds): min-max over seeds"
+        )
     else:
         config, by_kind = loaded[0]
-        seeds = len({r["seed"] for r in by_kind["train"]})
+        seeds = _seeds(by_kind)
         algo, env = config["algo"], config["env"]
-        title = f"{algo} on {env}: {runs[0].name}, {seeds} seed(s), mean and min-max band"
+        what = f"mean over {seeds} seeds, band: min-max over seeds" if seeds > 1 else "1 seed"
+        title = f"{algo} on {env}: {runs[0].name}, {what}"
     figure.suptitle(title, fontsize=11)
     return figure

@@ -39,7 +39,10 @@ def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.fchmod(fd, 0o666 & ~umask)  # as open() would create it: mkstemp's is 0600
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -58,7 +61,7 @@ def write_json(path: Path, data: Any, allow_nan: bool = False) -> None:
 
 def write_config(run_dir: Path, values: dict[str, Any]) -> None:
     """Write a run's resolved config (``TrainConfig.to_dict()``)."""
-    write_json(Path(run_dir) / CONFIG_FILE, values, allow_nan=True)
+    write_json(Path(run_dir) / CONFIG_FILE, values)
 
 
 def read_config(run_dir: Path) -> dict[str, Any]:
@@ -137,9 +140,8 @@ def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
 
 
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
-    """Write a run's final evaluation, last: it marks the run finished. NaN is allowed (the
-    steady speed of a run of one chunk)."""
-    write_json(Path(run_dir) / SUMMARY_FILE, summary, allow_nan=True)
+    """Write a run's final evaluation, last: it marks the run finished (strict JSON)."""
+    write_json(Path(run_dir) / SUMMARY_FILE, summary)
 
 
 def read_summary(run_dir: Path) -> dict[str, Any] | None:

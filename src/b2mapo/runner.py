@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+import signal
+import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -19,7 +21,7 @@ from rich.table import Table
 
 from b2mapo import checkpoint, rundir
 from b2mapo.config import ConfigError, TrainConfig
-from b2mapo.errors import HostEnvError
+from b2mapo.errors import HostEnvError, Interrupted
 from b2mapo.evaluation import evaluate, wilson_interval
 from b2mapo.exported import compile_chunk
 from b2mapo.parallel import is_writer
@@ -73,15 +75,21 @@ class MetricsLog:
             self._wandb.finish()
 
 
-def _start_wandb(cfg: TrainConfig, run_dir: Path) -> Any:
-    """A Weights & Biases run for ``run_dir``, resumed when the directory is resumed (its id
-    is derived from the directory's absolute path)."""
+def _import_wandb(cfg: TrainConfig) -> Any:
+    """The ``wandb`` module; ``ConfigError`` if the extra is missing."""
     try:
         import wandb  # optional dependency
     except ImportError:
         raise ConfigError(
             f"wandb_project={cfg.wandb_project!r} needs Weights & Biases: pip install -e '.[wandb]'"
         ) from None
+    return wandb
+
+
+def _start_wandb(cfg: TrainConfig, run_dir: Path) -> Any:
+    """A Weights & Biases run for ``run_dir``, resumed when the directory is resumed (its id
+    is derived from the directory's absolute path)."""
+    wandb = _import_wandb(cfg)
     run_id = hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:16]
     return wandb.init(
         project=cfg.wandb_project,
@@ -103,13 +111,32 @@ class Summary:
     eval_greedy: dict[str, np.ndarray]
     eval_sampled: dict[str, np.ndarray]
     episodes_per_seed: int
-    compile_seconds: float = 0.0
+    compile_seconds: float = 0.0  # over all resumptions, as train_seconds
     train_seconds: float = 0.0
-    steady_steps_per_second: float = float("nan")
+    steady_steps_per_second: float | None = None  # None: no chunk after a start's first
     devices: int = 1
     processes: int = 1
 
+    @classmethod
+    def from_dict(cls, run_dir: Path, values: dict[str, Any]) -> Summary:
+        """The summary of ``run_dir`` as ``as_dict`` wrote it."""
+        steady = values["steady_steps_per_second"]
+        return cls(
+            run_dir=run_dir,
+            updates=values["updates"],
+            env_steps=values["env_steps"],
+            eval_greedy={k: np.asarray(v) for k, v in values["eval_greedy"].items()},
+            eval_sampled={k: np.asarray(v) for k, v in values["eval_sampled"].items()},
+            episodes_per_seed=values["episodes_per_seed"],
+            compile_seconds=values["compile_seconds"],
+            train_seconds=values["train_seconds"],
+            steady_steps_per_second=None if steady is None or math.isnan(steady) else steady,
+            devices=values["devices"],
+            processes=values["processes"],
+        )
+
     def as_dict(self) -> dict[str, Any]:
+        steady = self.steady_steps_per_second
         return {
             "run_dir": str(self.run_dir),
             "updates": self.updates,
@@ -122,15 +149,27 @@ class Summary:
             "steady_steps_per_second": self.steady_steps_per_second,
             "devices": self.devices,
             "processes": self.processes,
-            "steady_steps_per_second_per_device": self.steady_steps_per_second / self.devices,
+            "steady_steps_per_second_per_device": None if steady is None else steady / self.devices,
         }
 
 
+@dataclass
+class Clock:
+    """A run's times in seconds, cumulative over its resumptions: every checkpoint saves
+    them, and a run resumed from it continues from there."""
+
+    wall: float = 0.0  # since the run started: compilation, training, evaluation, saving
+    compile: float = 0.0
+    train: float = 0.0  # in compiled chunks
+    steady: float = 0.0  # in chunks after the first of each start, which pays one-off costs
+    steady_updates: float = 0.0
+
+
 def _records(
-    metrics: dict[str, jax.Array], first_update: int, cfg: TrainConfig, wall_time: float
+    metrics: dict[str, jax.Array], first_update: int, cfg: TrainConfig, wall_times: list[float]
 ) -> list[dict]:
     """Per-update, per-seed training records from a chunk's metrics ``[seeds, updates]``;
-    ``wall_time`` (seconds since the run, or its resumption, started) is the chunk's end."""
+    ``wall_times`` are the updates' own (the chunk's time spread evenly over its updates)."""
     host = {k: np.asarray(v) for k, v in metrics.items()}
     seeds, updates = next(iter(host.values())).shape
     return [
@@ -138,7 +177,7 @@ def _records(
             "kind": "train",
             "update": first_update + u + 1,
             "env_steps": (first_update + u + 1) * cfg.steps_per_update,
-            "wall_time": wall_time,
+            "wall_time": wall_times[u],
             "seed": cfg.seed + s,
             **{k: float(v[s, u]) for k, v in host.items()},
         }
@@ -188,13 +227,49 @@ def _check_writable(run_dir: Path) -> None:
         raise ConfigError(f"cannot write the run directory {run_dir}: {reason}") from None
 
 
+class Interrupts:
+    """SIGINT and SIGTERM during training: the first stops the run at its next safe point
+    (between chunks, after the checkpoint); a second stops it at once, its last checkpoint
+    intact (checkpoints are replaced atomically)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.checkpointed = 0  # the update of the newest checkpoint
+
+    def handle(self, signum: int, frame: object) -> None:
+        del signum, frame
+        if self.requested:
+            raise Interrupted(self.checkpointed)
+        self.requested = True
+
+    def check(self) -> None:
+        """Stop here (``Interrupted``) if a signal asked to."""
+        if self.requested:
+            raise Interrupted(self.checkpointed)
+
+
+@contextlib.contextmanager
+def _handled(interrupts: Interrupts) -> Iterator[None]:
+    """Route SIGINT and SIGTERM to ``interrupts`` while training: in the main thread of a
+    single-process run (the processes of a multi-process run must stop together)."""
+    if threading.current_thread() is not threading.main_thread() or jax.process_count() > 1:
+        yield
+        return
+    previous = {s: signal.signal(s, interrupts.handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 class Evaluated(NamedTuple):
     """An evaluation during training, as ``train`` hands it to ``on_evaluation`` and ``stop``."""
 
     update: int
     env_steps: int  # per seed
-    wall_seconds: float  # since the run (or its resumption) started
-    train_seconds: float  # spent in compiled chunks so far (no compile, no evaluation)
+    wall_seconds: float  # since the run started, over its resumptions (its records' wall_time)
+    train_seconds: float  # spent in compiled chunks so far, over resumptions (no compile)
     greedy: dict[str, np.ndarray]  # per-seed means, as ``evaluation.evaluate`` returns them
     sampled: dict[str, np.ndarray]
     metrics: dict[str, np.ndarray]  # the last chunk's training metrics, [seeds, updates]
@@ -215,11 +290,14 @@ def train(
     In a multi-process run every process calls this; only process 0 writes the run directory
     and prints, and every process reads its checkpoints to resume (a shared filesystem).
     A host environment whose worker fails stops the run with a ``HostEnvError`` that names
-    it; its checkpoints stay, and the same call resumes.
+    it; its checkpoints stay, and the same call resumes. So does SIGINT or SIGTERM
+    (``Interrupted``, see ``Interrupts``).
     """
     trainer = Trainer(cfg)
+    interrupts = Interrupts()
     try:
-        return _train(trainer, console, on_evaluation, stop)
+        with _handled(interrupts):
+            return _train(trainer, console, on_evaluation, stop, interrupts)
     except jax.errors.JaxRuntimeError:
         failure = trainer.failure()
         if failure is None:
@@ -237,28 +315,49 @@ def _train(
     console: Console | None,
     on_evaluation: Callable[[Evaluated], None] | None,
     stop: Callable[[Evaluated], bool] | None,
+    interrupts: Interrupts,
 ) -> Summary:
     cfg = trainer.cfg
     writer = is_writer()
     console = console if console is not None and writer else Console(quiet=not writer)
     run_started = time.perf_counter()
     run_dir = Path(cfg.run_dir)
+    # Every refusal before anything is written.
+    if writer and cfg.wandb_project:
+        _import_wandb(cfg)
+    if rundir.checkpoints(run_dir):
+        checkpoint.check_resumable(checkpoint.load_config(run_dir), cfg)
+    elif (run_dir / rundir.CONFIG_FILE).exists():
+        console.print(f"{run_dir} holds no checkpoint: starting it again with this config")
     if writer:
         _check_writable(run_dir)
+    finished = rundir.read_summary(run_dir)
+    if finished is not None:  # nothing to train; its files stay as they are
+        console.print(
+            f"{run_dir} is finished (update {finished['updates']}); nothing to do "
+            f"(b2mapo eval {run_dir} evaluates it again)"
+        )
+        return Summary.from_dict(run_dir, finished)
     # Before compiling: fails on a missing extra.
     log = MetricsLog(run_dir / rundir.METRICS_FILE, cfg) if writer else None
     state = trainer.layout.to_host(trainer.init())
 
-    if (run_dir / rundir.CONFIG_FILE).exists():
-        checkpoint.check_resumable(checkpoint.load_config(run_dir), cfg)
     restored = checkpoint.restore_latest(run_dir, state)
     last_good = "none yet"
+    clock = Clock()
     if restored is not None:
         update, restored_state = restored
         state = trainer.resume(restored_state, state)
         last_good = str(rundir.checkpoints(run_dir)[-1][1])
+        clock = Clock(**checkpoint.saved_clock(Path(last_good)))
         console.print(f"resuming {run_dir} from update {update}")
+    wall_offset = clock.wall
+
+    def wall_time() -> float:
+        return wall_offset + time.perf_counter() - run_started
+
     done_updates = int(np.asarray(state.update).max())
+    interrupts.checkpointed = done_updates
     # What the round records at every evaluation (B2MAPO: its DAG at a fixed state); a host
     # environment has no reset to replay, and other processes hold no first seed.
     history = None
@@ -273,11 +372,10 @@ def _train(
     state = trainer.layout.place(state)
     start = time.perf_counter()
     chunk = compile_chunk(trainer, state)
-    compile_seconds = time.perf_counter() - start
+    clock.compile += time.perf_counter() - start
 
     updates_per_chunk, total_updates = cfg.updates_per_chunk, cfg.num_updates
     eval_chunks = max(1, math.ceil(cfg.eval_every / updates_per_chunk)) if cfg.eval_every else 0
-    steady_seconds, steady_updates, train_seconds = 0.0, 0, 0.0
 
     progress = Progress(
         BarColumn(bar_width=16),
@@ -298,17 +396,23 @@ def _train(
         devices_note = f" ({layout.describe()})" if layout.num_devices > 1 else ""
         stopped = False
         while done_updates < total_updates and not stopped:
+            interrupts.check()
             tic = time.perf_counter()
             state, metrics = chunk(state)
             jax.block_until_ready(metrics)
             seconds = time.perf_counter() - tic
-            train_seconds += seconds
+            clock.train += seconds
             if chunk_index > 0:  # the first call still pays one-off costs
-                steady_seconds += seconds
-                steady_updates += updates_per_chunk
+                clock.steady += seconds
+                clock.steady_updates += updates_per_chunk
             _check_finite(metrics, done_updates, last_good)
             if log is not None:
-                log.write(_records(metrics, done_updates, cfg, time.perf_counter() - run_started))
+                started = wall_offset + tic - run_started
+                spread = [
+                    started + seconds * (u + 1) / updates_per_chunk
+                    for u in range(updates_per_chunk)
+                ]
+                log.write(_records(metrics, done_updates, cfg, spread))
             done_updates += updates_per_chunk
             chunk_index += 1
 
@@ -327,9 +431,9 @@ def _train(
             )
             if evaluating:
                 greedy, sampled = evaluate(trainer, state)
-                wall_time = time.perf_counter() - run_started
+                evaluated_at = wall_time()
                 if log is not None:
-                    log.write(_eval_records(done_updates, cfg, greedy, sampled, wall_time))
+                    log.write(_eval_records(done_updates, cfg, greedy, sampled, evaluated_at))
                 # The executing policy's win rate, then the others the round scores (B2MAPO: π).
                 wins = [v.mean() for k, v in greedy.items() if k.endswith("win_rate")]
                 status += " eval " + "/".join(f"{win:.2f}" for win in wins)
@@ -337,8 +441,8 @@ def _train(
                 evaluated = Evaluated(
                     done_updates,
                     done_updates * cfg.steps_per_update,
-                    wall_time,
-                    train_seconds,
+                    evaluated_at,
+                    clock.train,
                     greedy,
                     sampled,
                     host_metrics,
@@ -350,14 +454,18 @@ def _train(
             if evaluating and history is not None:
                 history.record(trainer.policies(host_state), done_updates)
             if writer:
-                last_good = str(checkpoint.save(run_dir, done_updates, host_state))
+                clock.wall = wall_time()
+                last_good = str(checkpoint.save(run_dir, done_updates, host_state, asdict(clock)))
+            interrupts.checkpointed = done_updates
             progress.update(task, completed=done_updates * cfg.steps_per_update, status=status)
 
+    interrupts.check()
     greedy, sampled = evaluate(trainer, state, episodes=cfg.final_eval_episodes)
+    interrupts.check()
     steady = (
-        steady_updates * cfg.steps_per_update * cfg.seeds / steady_seconds
-        if steady_seconds
-        else float("nan")
+        clock.steady_updates * cfg.steps_per_update * cfg.seeds / clock.steady
+        if clock.steady
+        else None
     )
     summary = Summary(
         run_dir=run_dir,
@@ -366,8 +474,8 @@ def _train(
         eval_greedy=greedy,
         eval_sampled=sampled,
         episodes_per_seed=cfg.final_eval_episodes,
-        compile_seconds=compile_seconds,
-        train_seconds=train_seconds,
+        compile_seconds=clock.compile,
+        train_seconds=clock.train,
         steady_steps_per_second=steady,
         devices=trainer.layout.num_devices,
         processes=jax.process_count(),
@@ -402,12 +510,14 @@ def summary_table(summary: Summary, title: str) -> Table:
     if summary.train_seconds:
         table.add_row("compile time", f"{summary.compile_seconds:.1f} s")
         table.add_row("training time", f"{summary.train_seconds:.1f} s")
-        table.add_row("env steps/s (steady, all seeds)", f"{summary.steady_steps_per_second:,.0f}")
+    steady = summary.steady_steps_per_second
+    if steady is not None:
+        table.add_row("env steps/s (steady, all seeds)", f"{steady:,.0f}")
         if summary.devices > 1:
             where = f"{summary.devices}" + (
                 f" in {summary.processes} processes" if summary.processes > 1 else ""
             )
-            per_device = summary.steady_steps_per_second / summary.devices
+            per_device = steady / summary.devices
             table.add_row("devices / env steps/s per device", f"{where} / {per_device:,.0f}")
     table.add_row("run directory", str(summary.run_dir))
     return table

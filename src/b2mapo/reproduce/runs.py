@@ -3,7 +3,6 @@ algorithm) merged as more seeds, and each seed's greedy evaluations and final wi
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,22 +83,6 @@ class RunResult:
         return np.array(joints, dtype=float) - self.final_wins()
 
 
-def cumulative_wall_times(times: Sequence[float]) -> list[float]:
-    """One seed's logged wall times, in log order, made cumulative over resumptions.
-
-    A resumed run's clock restarts from 0, so wherever a time is smaller than the one logged
-    before it, that earlier time is added to it and to everything after. A resumption whose
-    first record is later than the last one before it cannot be told apart and gets no offset.
-    """
-    offset, previous, cumulative = 0.0, -math.inf, []
-    for time in times:
-        if time < previous:
-            offset += previous
-        cumulative.append(time + offset)
-        previous = time
-    return cumulative
-
-
 def _config(run_dir: Path) -> TrainConfig:
     """The run's config; ``ConfigError`` naming the directory if it is missing or unreadable."""
     try:
@@ -113,7 +96,8 @@ def _config(run_dir: Path) -> TrainConfig:
 
 
 def _metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """The records of ``metrics.jsonl`` in log order, their wall times made cumulative."""
+    """The records of ``metrics.jsonl`` in log order (their wall times are cumulative over
+    resumptions as written)."""
     if not (run_dir / METRICS_FILE).is_file():
         raise ConfigError(f"{run_dir} has no {METRICS_FILE}: no evaluation records to report")
     records = rundir.read_metrics(run_dir)
@@ -123,21 +107,7 @@ def _metrics(run_dir: Path) -> list[dict[str, Any]]:
                 f"{run_dir}: record {number} of {METRICS_FILE} is no b2mapo record with a seed "
                 "and a wall_time (written by an older b2mapo?)"
             )
-    return _with_cumulative_wall_time(records)
-
-
-def _with_cumulative_wall_time(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Copies of ``records`` whose ``wall_time`` is cumulative per seed (see
-    ``cumulative_wall_times``); train and eval records share a seed's clock."""
-    by_seed: dict[int, list[int]] = {}
-    for index, record in enumerate(records):
-        by_seed.setdefault(record["seed"], []).append(index)
-    out = [dict(record) for record in records]
-    for indices in by_seed.values():
-        times = cumulative_wall_times([records[i]["wall_time"] for i in indices])
-        for index, time in zip(indices, times, strict=True):
-            out[index]["wall_time"] = time
-    return out
+    return records
 
 
 def _eval_curves(
