@@ -155,5 +155,5 @@ def write_recovery(run_dir: Path, out: Path) -> str:
         f"At the last evaluation ({rows[-1]['env_steps']:,} env steps per seed), per seed: how "
         "often the greedy layering (the most frequent sampled one) splits the true pairs and "
         "the other pairs, how often sampled DAGs keep them, and the greedy layerings' mean K "
-        f"(`{RECOVERY_FILE}`).\n\n{recovery_table(seeds)}\n\n![recovery]({RECOVERY_FIGURE})\n"
+        f"(`{RECOVERY_FILE}`).\n\n{recovery_table(seeds)}\n\n![recovery]({RECOVERY_FIGURE})\n\n"
     )
