@@ -28,7 +28,11 @@ RUNS: dict[str, tuple[str, str]] = {
         f"{TINY} --workers 1 --updates-per-chunk 1 --steps 2 --rounds 1",
         "steps_per_second",
     ),
-    "round_pieces": (f"--env probe:walk --seeds 1 {TINY} --repeats 1", "seconds"),
+    # B2MAPO's generator takes minibatches of envs: 4 envs (dag_minibatches 4).
+    "round_pieces": (
+        "--env probe:walk --seeds 1 --num-envs 4 --rollout-len 8 --repeats 1",
+        "seconds",
+    ),
     "round_time": (f"{ONE} {TINY} --repeats 1", "results"),
     "scaling": (f"{ONE} {TINY} --devices 1 --repeats 1", "results"),
     "throughput": (f"--maps probe:walk {TINY} --raw-steps 2 --rounds 1 --matmul-size 8", "maps"),
