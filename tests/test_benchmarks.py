@@ -61,7 +61,14 @@ def test_help(tmp_path: Path) -> None:
         assert "usage:" in out
 
 
-@pytest.mark.parametrize("script", sorted(RUNS))
+# Scripts that compile every piece of a round apart (a minute or more even tiny): slow set.
+SLOW = {"round_pieces", "throughput"}
+
+
+@pytest.mark.parametrize(
+    "script",
+    [pytest.param(s, marks=pytest.mark.slow) if s in SLOW else s for s in sorted(RUNS)],
+)
 def test_tiny_run(script: str, tmp_path: Path) -> None:
     args, key = RUNS[script]
     out = tmp_path / f"{script}.json"
