@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from b2mapo.evaluation import evaluate, wilson_interval
-from b2mapo.runner import format_result
+from b2mapo.summary import format_result
 from b2mapo.train import Trainer
 
 

@@ -202,7 +202,8 @@ def _preset_defaults(args: list[str]) -> TrainConfig:
 def _train(args: list[str], console: Console) -> None:
     from b2mapo.config import TrainConfig, resolve
     from b2mapo.parallel import is_writer
-    from b2mapo.runner import summary_table, train
+    from b2mapo.runner import train
+    from b2mapo.summary import summary_table
 
     _check_choices(args)
     args = _normalise_numbers(args)
@@ -219,7 +220,8 @@ def _train(args: list[str], console: Console) -> None:
 
 
 def _eval(args: list[str], console: Console) -> None:
-    from b2mapo.runner import evaluate_run, summary_table
+    from b2mapo.runner import evaluate_run
+    from b2mapo.summary import summary_table
 
     parsed = tyro.cli(EvalArgs, args=args, prog="b2mapo eval")
     summary = evaluate_run(parsed.run_dir, parsed.episodes)

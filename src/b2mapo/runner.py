@@ -17,15 +17,15 @@ import jax
 import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from b2mapo import checkpoint, rundir
 from b2mapo.config import ConfigError, TrainConfig
 from b2mapo.errors import HostEnvError, Interrupted
-from b2mapo.evaluation import evaluate, wilson_interval
+from b2mapo.evaluation import evaluate
 from b2mapo.exported import compile_chunk
 from b2mapo.parallel import is_writer
 from b2mapo.policy import load_state
+from b2mapo.summary import Summary
 from b2mapo.train import Trainer
 
 LOSS_KEYS = ("policy_loss", "value_loss", "entropy")
@@ -99,58 +99,6 @@ def _start_wandb(cfg: TrainConfig, run_dir: Path) -> Any:
         config=cfg.to_dict(),
         dir=str(run_dir),
     )
-
-
-@dataclass
-class Summary:
-    """What a finished (or evaluated) run reports."""
-
-    run_dir: Path
-    updates: int
-    env_steps: int
-    eval_greedy: dict[str, np.ndarray]
-    eval_sampled: dict[str, np.ndarray]
-    episodes_per_seed: int
-    compile_seconds: float = 0.0  # over all resumptions, as train_seconds
-    train_seconds: float = 0.0
-    steady_steps_per_second: float | None = None  # None: no chunk after a start's first
-    devices: int = 1
-    processes: int = 1
-
-    @classmethod
-    def from_dict(cls, run_dir: Path, values: dict[str, Any]) -> Summary:
-        """The summary of ``run_dir`` as ``as_dict`` wrote it."""
-        steady = values["steady_steps_per_second"]
-        return cls(
-            run_dir=run_dir,
-            updates=values["updates"],
-            env_steps=values["env_steps"],
-            eval_greedy={k: np.asarray(v) for k, v in values["eval_greedy"].items()},
-            eval_sampled={k: np.asarray(v) for k, v in values["eval_sampled"].items()},
-            episodes_per_seed=values["episodes_per_seed"],
-            compile_seconds=values["compile_seconds"],
-            train_seconds=values["train_seconds"],
-            steady_steps_per_second=None if steady is None or math.isnan(steady) else steady,
-            devices=values["devices"],
-            processes=values["processes"],
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        steady = self.steady_steps_per_second
-        return {
-            "run_dir": str(self.run_dir),
-            "updates": self.updates,
-            "env_steps": self.env_steps,
-            "eval_greedy": {k: v.tolist() for k, v in self.eval_greedy.items()},
-            "eval_sampled": {k: v.tolist() for k, v in self.eval_sampled.items()},
-            "episodes_per_seed": self.episodes_per_seed,
-            "compile_seconds": self.compile_seconds,
-            "train_seconds": self.train_seconds,
-            "steady_steps_per_second": self.steady_steps_per_second,
-            "devices": self.devices,
-            "processes": self.processes,
-            "steady_steps_per_second_per_device": None if steady is None else steady / self.devices,
-        }
 
 
 @dataclass
@@ -483,44 +431,6 @@ def _train(
     if writer:
         rundir.write_summary(run_dir, summary.as_dict())
     return summary
-
-
-def format_result(key: str, values: np.ndarray, episodes_per_seed: int) -> str:
-    """A final evaluation value: the spread over seeds only for several seeds, and for win
-    rates the 95% Wilson interval of all seeds' episodes pooled."""
-    text = f"{values.mean():.3f}"
-    if values.size > 1:
-        text += f" ± {values.std():.3f} over {values.size} seeds"
-    if key.endswith("win_rate"):
-        episodes = episodes_per_seed * values.size
-        low, high = wilson_interval(float(values.sum()) * episodes_per_seed, episodes)
-        text += f" (95% CI {low:.3f}-{high:.3f}, {episodes} episodes)"
-    return text
-
-
-def summary_table(summary: Summary, title: str) -> Table:
-    """A small table of the final evaluation and run facts."""
-    table = Table(title=title, show_header=False)
-    for name, result in (("greedy", summary.eval_greedy), ("sampled", summary.eval_sampled)):
-        for key in ("win_rate", "episode_return", "joint_win_rate", "joint_episode_return"):
-            if key in result:
-                text = format_result(key, result[key], summary.episodes_per_seed)
-                table.add_row(f"eval {name} {key}", text)
-    table.add_row("updates / env steps per seed", f"{summary.updates:,} / {summary.env_steps:,}")
-    if summary.train_seconds:
-        table.add_row("compile time", f"{summary.compile_seconds:.1f} s")
-        table.add_row("training time", f"{summary.train_seconds:.1f} s")
-    steady = summary.steady_steps_per_second
-    if steady is not None:
-        table.add_row("env steps/s (steady, all seeds)", f"{steady:,.0f}")
-        if summary.devices > 1:
-            where = f"{summary.devices}" + (
-                f" in {summary.processes} processes" if summary.processes > 1 else ""
-            )
-            per_device = steady / summary.devices
-            table.add_row("devices / env steps/s per device", f"{where} / {per_device:,.0f}")
-    table.add_row("run directory", str(summary.run_dir))
-    return table
 
 
 def evaluate_run(run_dir: Path, episodes: int | None = None) -> Summary:
