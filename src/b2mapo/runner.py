@@ -114,12 +114,11 @@ class Clock:
 
 
 def _records(
-    metrics: dict[str, jax.Array], first_update: int, cfg: TrainConfig, wall_times: list[float]
+    metrics: dict[str, np.ndarray], first_update: int, cfg: TrainConfig, wall_times: list[float]
 ) -> list[dict]:
     """Per-update, per-seed training records from a chunk's metrics ``[seeds, updates]``;
     ``wall_times`` are the updates' own (the chunk's time spread evenly over its updates)."""
-    host = {k: np.asarray(v) for k, v in metrics.items()}
-    seeds, updates = next(iter(host.values())).shape
+    seeds, updates = next(iter(metrics.values())).shape
     return [
         {
             "kind": "train",
@@ -127,16 +126,16 @@ def _records(
             "env_steps": (first_update + u + 1) * cfg.steps_per_update,
             "wall_time": wall_times[u],
             "seed": cfg.seed + s,
-            **{k: float(v[s, u]) for k, v in host.items()},
+            **{k: float(v[s, u]) for k, v in metrics.items()},
         }
         for u in range(updates)
         for s in range(seeds)
     ]
 
 
-def _check_finite(metrics: dict[str, jax.Array], first_update: int, last_good: str) -> None:
+def _check_finite(metrics: dict[str, np.ndarray], first_update: int, last_good: str) -> None:
     for key in (k for k in metrics if k in LOSS_KEYS or k.endswith("_loss")):
-        values = np.asarray(metrics[key])
+        values = metrics[key]
         bad = ~np.isfinite(values)
         if bad.any():
             seed, update = np.argwhere(bad)[0]
@@ -346,8 +345,9 @@ def _train(
         while done_updates < total_updates and not stopped:
             interrupts.check()
             tic = time.perf_counter()
-            state, metrics = chunk(state)
-            jax.block_until_ready(metrics)
+            state, device_metrics = chunk(state)
+            # On the host once: the checks, the log, the progress line and the callbacks read it.
+            metrics = {k: np.asarray(v) for k, v in device_metrics.items()}
             seconds = time.perf_counter() - tic
             clock.train += seconds
             if chunk_index > 0:  # the first call still pays one-off costs
@@ -367,13 +367,13 @@ def _train(
             k_key = trainer.round.batches_metric
             speed = updates_per_chunk * cfg.steps_per_update * cfg.seeds / seconds
             status = (
-                f"win {np.asarray(metrics['win_rate'])[:, -1].mean():.2f} "
-                f"ret {np.asarray(metrics['episode_return'])[:, -1].mean():.2f} "
+                f"win {metrics['win_rate'][:, -1].mean():.2f} "
+                f"ret {metrics['episode_return'][:, -1].mean():.2f} "
                 f"{speed / 1e3:.1f}k sps{devices_note} "
-                f"K {np.asarray(metrics[k_key])[:, -1].mean():.1f}"
+                f"K {metrics[k_key][:, -1].mean():.1f}"
             )
             if "update_seconds" in metrics:
-                status += f" upd {np.asarray(metrics['update_seconds'])[:, -1].mean():.2f}s"
+                status += f" upd {metrics['update_seconds'][:, -1].mean():.2f}s"
             evaluating = eval_chunks and (
                 chunk_index % eval_chunks == 0 or done_updates >= total_updates
             )
@@ -385,7 +385,6 @@ def _train(
                 # The executing policy's win rate, then the others the round scores (B2MAPO: π).
                 wins = [v.mean() for k, v in greedy.items() if k.endswith("win_rate")]
                 status += " eval " + "/".join(f"{win:.2f}" for win in wins)
-                host_metrics = {k: np.asarray(v) for k, v in metrics.items()}
                 evaluated = Evaluated(
                     done_updates,
                     done_updates * cfg.steps_per_update,
@@ -393,7 +392,7 @@ def _train(
                     clock.train,
                     greedy,
                     sampled,
-                    host_metrics,
+                    metrics,
                 )
                 if on_evaluation is not None:
                     on_evaluation(evaluated)
