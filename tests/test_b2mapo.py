@@ -80,14 +80,24 @@ def test_generator_learns_to_use_fewer_batches_when_batches_cost(b2mapo) -> None
                 action, dist.order_scores, dist.edge_logits, dist.g, upper.delta
             )
             record = Period(
-                obs, state, carry.reset, action, dist.g, lp, dist.value, reward, ended, batch_index
+                obs,
+                state,
+                carry.reset,
+                (carry.agents, carry.critic),
+                action,
+                dist.g,
+                lp,
+                dist.value,
+                reward,
+                ended,
+                batch_index,
             )
             return next_carry._replace(reset=ended), record
 
         start = upper.initial_carry(cfg.num_envs)
         carry, periods = jax.lax.scan(period, start, (obs, state, jax.random.split(key, 2)))
         last_value = upper.value(learner.params, carry, obs[0], state[0])
-        learner, _ = upper.update(learner, periods, start, last_value, key)
+        learner, _ = upper.update(learner, periods, last_value, key)
         return learner, periods.num_batches.mean()
 
     learner = upper.init(jax.random.key(0))
@@ -212,3 +222,31 @@ def test_b2mapo_run_logs_both_policies_and_eval_uses_pi_ind_only(b2mapo_run) -> 
 def test_inconsistent_b2mapo_settings_are_refused(b2mapo, overrides, message) -> None:
     with pytest.raises(ConfigError, match=message):
         b2mapo(**overrides)
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_frozen_generator_keeps_its_initial_parameters(b2mapo, frozen: bool) -> None:
+    """With dag_frozen the generator (parameters and optimiser state) leaves a chunk exactly
+    as it entered it, so its DAGs keep the initial K distribution; π and π_ind still train.
+    Without it the same chunk moves the generator."""
+    trainer = Trainer(b2mapo(dag_frozen=frozen, num_envs=4, dag_minibatches=2))
+    state = trainer.init()
+    after, metrics = trainer.chunk(state)
+
+    def same(before, trained) -> bool:
+        pairs = zip(jax.tree.leaves(before), jax.tree.leaves(trained), strict=True)
+        return all(np.array_equal(a, b) for a, b in pairs)
+
+    assert same(state.own.upper, after.own.upper) == frozen
+    assert ("dag_kl" in metrics) != frozen
+    pi_and_pi_ind = [
+        (state.learner.params, after.learner.params),
+        (state.own.derived.learner.params, after.own.derived.learner.params),
+    ]
+    for before, trained in pi_and_pi_ind:
+        assert not same(before, trained)
+
+
+def test_frozen_generator_needs_the_learned_partition(tiny_config) -> None:
+    with pytest.raises(ConfigError, match="dag_frozen=True freezes B2MAPO's DAG generator"):
+        tiny_config(algo="b2mapo-fixed", dag_frozen=True)

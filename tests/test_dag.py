@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,6 +23,7 @@ from b2mapo.upper.dag import (
     layering,
     log_prob,
     num_batches,
+    pair_dense,
     sample_dag,
 )
 
@@ -217,6 +219,21 @@ def test_dependency_matrix_properties(n: int, seed: int, delta: float, scale: fl
     assert ((g == 0.0) | (g >= delta)).all()
     if n > 1 and delta == 0.0:
         np.testing.assert_allclose(g.sum(axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5])
+def test_pair_dense_is_the_layer_on_every_concatenated_pair(n: int) -> None:
+    """The generator's pair layer from per-agent rows equals the dense layer applied to
+    ``[z_i, z_j]`` for every ordered pair."""
+    z = jax.random.normal(jax.random.key(0), (n, 6))
+    layer = nn.Dense(4, bias_init=nn.initializers.normal(1.0))
+    pairs = jnp.concatenate(
+        [jnp.broadcast_to(z[:, None], (n, n, 6)), jnp.broadcast_to(z[None], (n, n, 6))], -1
+    )
+    params = layer.init(jax.random.key(1), pairs)
+    expected = layer.apply(params, pairs)
+    got = nn.apply(lambda module, z: pair_dense(module, z), layer)(params, z)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_generator_under_jit_and_vmap() -> None:

@@ -55,7 +55,17 @@ def generator_round(
             reward = reward_of(action) - cfg.batch_cost * k
             ended = never[0]
             record = Period(
-                obs, state, carry.reset, action, dist.g, lp, dist.value, reward, ended, batch_index
+                obs,
+                state,
+                carry.reset,
+                (carry.agents, carry.critic),
+                action,
+                dist.g,
+                lp,
+                dist.value,
+                reward,
+                ended,
+                batch_index,
             )
             return next_carry._replace(reset=ended), (record, jax.nn.sigmoid(dist.edge_logits))
 
@@ -63,7 +73,7 @@ def generator_round(
         keys = jax.random.split(key, PERIODS)
         carry, (periods, keep) = jax.lax.scan(period, start, (obs, state, keys))
         last_value = upper.value(learner.params, carry, obs[0], state[0])
-        learner, metrics = upper.update(learner, periods, start, last_value, key)
+        learner, metrics = upper.update(learner, periods, last_value, key)
         return learner, metrics, keep
 
     return round_

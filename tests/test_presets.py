@@ -3,7 +3,7 @@
 ``tests/data/preset_params.json`` holds a fingerprint of the parameters each preset reaches
 after one chunk (two rounds) of a tiny fixed-seed run. Code moves that change no result
 keep it; a change that is meant to change results rewrites it with
-``python tests/test_presets.py --write`` (and says so in its commit).
+``PYTHONPATH=. python tests/test_presets.py --write`` (and says so in its commit).
 """
 
 from __future__ import annotations

@@ -44,6 +44,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "condition_on_actions": True,
     },
 }
+# The ablation of the learned DAG: B2MAPO whose generator never trains, so its DAGs are the
+# untrained generator's random ones (same K distribution); everything else is B2MAPO's.
+PRESETS["b2mapo-frozen"] = {**PRESETS["b2mapo"], "dag_frozen": True}
 
 # The closed choices among the options: ``b2mapo train --help`` lists them, ``validate``
 # accepts nothing else.
@@ -162,6 +165,9 @@ class TrainConfig:
     dag_adam_eps: float = 1e-8
     """B2MAPO: Adam's eps for the generator: its attention's gradients are small (about 1e-7
     per element at init), and an eps above them leaves the attention frozen."""
+    dag_frozen: bool = False
+    """B2MAPO: never train the DAG generator; it samples from its initialisation throughout
+    (random DAGs with the untrained generator's K distribution): the learned DAG's ablation."""
     dag_kl_coef: float = 0.01
     """B2MAPO: coefficient c_1 of KL(old generator || new generator) (eq. 8)."""
     dag_ent_coef: float = 0.01
@@ -311,6 +317,11 @@ class TrainConfig:
             raise ConfigError(f"dag_keep_init={self.dag_keep_init} must be in (0, 1)")
         if self.dag_delta < 0.0:
             raise ConfigError(f"dag_delta={self.dag_delta} must be >= 0")
+        if self.dag_frozen and self.partition != "learned":
+            raise ConfigError(
+                f"dag_frozen=True freezes B2MAPO's DAG generator; partition={self.partition} "
+                "has none (use partition=learned, e.g. --algo b2mapo-frozen)"
+            )
         if self.partition == "learned":
             if self.rollout_len % self.dag_period:
                 raise ConfigError(

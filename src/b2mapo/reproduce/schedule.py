@@ -24,7 +24,14 @@ SUITE_FILE = "suite.json"
 TIMING_FILE = "timing.json"
 # Relative cost of an env step per algorithm, for the ETA before this session has timed one
 # (round time over MAPPO's on smax:3m, docs/algorithms.md).
-STEP_COST = {"mappo": 1.0, "happo": 1.25, "a2po": 1.25, "b2mapo-fixed": 1.15, "b2mapo": 1.8}
+STEP_COST = {
+    "mappo": 1.0,
+    "happo": 1.25,
+    "a2po": 1.25,
+    "b2mapo-fixed": 1.15,
+    "b2mapo-frozen": 1.6,
+    "b2mapo": 1.8,
+}
 
 
 def _claim(out: Path, suite: Suite) -> None:

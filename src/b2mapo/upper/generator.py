@@ -133,6 +133,7 @@ class Period(NamedTuple):
     obs: jax.Array  # [E, n, obs_dim] at the period's first step
     state: jax.Array  # [E, state_dim]
     reset: jax.Array  # [E], recurrent states restart here
+    carry: tuple[jax.Array, jax.Array]  # encoder [E, n, h] and critic [E, h] states before it
     action: DagAction  # order [E, n], keep [E, n, n]
     g: jax.Array  # [E, n, n], the graph the action was sampled on (fixes the candidate pairs)
     log_prob: jax.Array  # [E]
@@ -265,7 +266,6 @@ class UpperLayer:
         self,
         learner: UpperLearner,
         periods: Period,
-        initial_carry: UpperCarry,
         last_value: jax.Array,
         key: jax.Array,
     ) -> tuple[UpperLearner, dict[str, jax.Array]]:
@@ -298,7 +298,6 @@ class UpperLayer:
             order = jax.random.permutation(key, num_envs).reshape(cfg.dag_minibatches, -1)
             batches = (
                 jax.tree.map(lambda x: x[:, order].swapaxes(0, 1), periods),
-                jax.tree.map(lambda x: x[order], initial_carry),
                 advantages[:, order].swapaxes(0, 1),
                 targets[:, order].swapaxes(0, 1),
             )
@@ -309,28 +308,25 @@ class UpperLayer:
         learner = learner._replace(params=unravel(learner.params))
         # Measured after the update, on all the round's periods: the KL and clip fraction of
         # the updated generator against the one that sampled them (0 before any step).
-        metrics = self._loss(learner.params, periods, initial_carry, advantages, targets)[1]
+        metrics = self._loss(learner.params, periods, advantages, targets)[1]
         return learner, {f"dag_{k}": v for k, v in metrics.items()}
 
     def _loss(
         self,
         params: Params,
         periods: Period,
-        initial_carry: UpperCarry,
         advantages: jax.Array,
         targets: jax.Array,
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
         cfg = self.cfg
-
-        recur = jax.vmap(partial(self.network.apply, method=UpperNetwork.recur), (None, 0, 0, 0, 0))
-
-        def replay(carry: UpperCarry, period: Period) -> tuple[UpperCarry, tuple]:
-            states = recur(
-                params, (carry.agents, carry.critic), period.obs, period.state, period.reset
-            )
-            return UpperCarry(*states, period.reset), states
-
-        _, (agents, critic) = jax.lax.scan(replay, initial_carry, periods)
+        # Each period's recurrent step from the state the rollout had before it, all periods
+        # at once (gradients through one step, as π's chunks replay from stored states): a
+        # scan over the periods made the generator's step about twice as expensive.
+        recur = partial(self.network.apply, params, method=UpperNetwork.recur)
+        over_periods_and_envs = jax.vmap(jax.vmap(recur))
+        agents, critic = over_periods_and_envs(
+            periods.carry, periods.obs, periods.state, periods.reset
+        )
         heads = partial(self.network.apply, params, method=UpperNetwork.heads)
         out = jax.vmap(jax.vmap(heads))(agents, critic)
         per_env = jax.vmap(log_prob, in_axes=(0, 0, 0, 0, None, None, 0))

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from b2mapo import rundir
+from b2mapo.envs.core import TimeStep
 from b2mapo.state import Policies
 from b2mapo.upper.dag import DagAction
 
@@ -35,9 +36,20 @@ RECORD_PERIODS = 4
 DAG_SAMPLES = 64
 
 
+class PeriodStart(NamedTuple):
+    """Where π stands at a period boundary (a batch of ``B`` environments): enough to play
+    the period again from there (``b2mapo.upper.lever``)."""
+
+    actor_carry: jax.Array  # [B, n, h]
+    env_state: Any
+    ts: TimeStep
+    first: jax.Array  # [B], a new episode starts at this step
+
+
 class Boundary(NamedTuple):
     """What the generator did at one period boundary of one environment."""
 
+    start: PeriodStart  # π and the environment at the boundary (B = 1)
     g: jax.Array  # [n, n] dependency matrix
     action: DagAction  # the DAG π played the period on
     episode_step: jax.Array  # [] the episode step the generator saw
@@ -82,7 +94,12 @@ def boundaries(
             policies.upper, upper_carry, ts.obs, ts.state, dag_key, greedy
         )
         seen = Boundary(
-            out.g[0], jax.tree.map(lambda x: x[0], action), step, drawn_batches, drawn_keep
+            PeriodStart(actor_carry, env_state, ts, first),
+            out.g[0],
+            jax.tree.map(lambda x: x[0], action),
+            step,
+            drawn_batches,
+            drawn_keep,
         )
 
         def play_step(inner: tuple, key: jax.Array) -> tuple[tuple, None]:
@@ -141,9 +158,11 @@ class DagRecorder:
         )
 
         def probe(policies: Policies) -> Boundary:
-            return jax.vmap(lambda k: boundaries(learned, policies, k, count, True, DAG_SAMPLES))(
-                keys
-            )
+            def one_reset(key: jax.Array) -> Boundary:
+                seen = boundaries(learned, policies, key, count, True, DAG_SAMPLES)
+                return seen._replace(start=None)  # the record needs no environment states
+
+            return jax.vmap(one_reset)(keys)
 
         self._probe = jax.jit(jax.vmap(probe))  # over seeds
 

@@ -96,6 +96,7 @@ class LearnedRound(Round):
                 obs=ts.obs,
                 state=ts.state,
                 reset=upper_carry.reset,
+                carry=(upper_carry.agents, upper_carry.critic),
                 action=action,
                 g=dist.g,
                 log_prob=all_log_prob(
@@ -145,7 +146,10 @@ class LearnedRound(Round):
             metrics["joint_update_end"] = host_clock(
                 jax.tree.leaves(learner.params)[0], metrics["policy_loss"]
             )
-        upper_learner, upper_metrics = self.update_generator(state, collected, upper_key)
+        if cfg.dag_frozen:  # the ablation: the generator keeps its initial parameters
+            upper_learner, upper_metrics = state.own.upper, {}
+        else:
+            upper_learner, upper_metrics = self.update_generator(state, collected, upper_key)
         # π_ind distils π: the logits the rollout's actions were drawn from, or those of the
         # updated π on the same steps.
         if cfg.distill_teacher == "behaviour":
@@ -170,7 +174,7 @@ class LearnedRound(Round):
         upper_carry = collected.own.upper_carry
         last_value = self.upper.value(own.upper.params, upper_carry, last.obs, last.state)
         periods = collected.own.periods
-        return self.upper.update(own.upper, periods, own.upper_carry, last_value, key)
+        return self.upper.update(own.upper, periods, last_value, key)
 
     def update_derived(
         self, state: RunnerState, collected: Collected, teacher: Distillation, key: jax.Array

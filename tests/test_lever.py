@@ -1,0 +1,55 @@
+"""The DAG's lever (``b2mapo.upper.lever``): a π that ignores the earlier batches' actions
+gives the layering no say over the period's return; one that leans on them gives it one."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from b2mapo.config import resolve
+from b2mapo.train import Trainer
+from b2mapo.upper import lever
+from tests.conftest import TINY
+
+
+@pytest.fixture(scope="module")
+def untrained(tmp_path_factory):
+    """An untrained B2MAPO on probe:coupled (whose reward pays pairs for matching actions)
+    and one seed's policies."""
+    out = str(tmp_path_factory.mktemp("lever") / "run")
+    cfg = resolve({**TINY, "env": "probe:coupled", "algo": "b2mapo", "dag_period": 4, "out": out})
+    trainer = Trainer(cfg)
+    policies = jax.tree.map(lambda x: x[0], trainer.policies(trainer.init()))
+    return trainer.round, policies
+
+
+def with_preceding_weight(policies, weight: float, head_scale: float):
+    """``policies`` with π's earlier-batch action embedding scaled by ``weight`` (0: π
+    ignores its partners) and its policy head by ``head_scale`` (a decisive π)."""
+    actor = policies.joint["actor"]
+    params = dict(actor["params"])
+    params["preceding_embedding"] = params["preceding_embedding"] * weight
+    head = dict(params["policy_head"])
+    head["kernel"] = head["kernel"] * head_scale
+    params["policy_head"] = head
+    return policies._replace(joint={**policies.joint, "actor": {**actor, "params": params}})
+
+
+def test_a_pi_that_ignores_its_partners_gives_the_layering_no_lever(untrained) -> None:
+    learned, policies = untrained
+    deaf = with_preceding_weight(policies, 0.0, 100.0)
+    result = lever.measure(learned, deaf, jax.random.key(0), resets=2, periods=2)
+    assert result.returns.shape == (4, 4, 16)
+    assert result.returns.std() > 0.0  # the returns vary, over states and keys
+    assert result.layering_share == 0.0
+    assert result.preceding_kl == 0.0
+
+
+def test_a_pi_that_follows_its_partners_gives_the_layering_a_lever(untrained) -> None:
+    learned, policies = untrained
+    follower = with_preceding_weight(policies, 30.0, 100.0)
+    result = lever.measure(learned, follower, jax.random.key(0), resets=2, periods=2)
+    assert result.layering_share > 0.1, result.to_dict()
+    assert result.preceding_kl > 0.1, result.to_dict()
+    np.testing.assert_array_equal(result.layerings[:, 0], 0)  # one batch: nobody sees anyone
