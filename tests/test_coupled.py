@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from b2mapo import dag_plots, rundir
+from b2mapo import policy, rundir
 from b2mapo.config import resolve
 from b2mapo.envs import make_env
 from b2mapo.envs.coupled import CoupledPairs
@@ -201,7 +201,7 @@ def test_dependency_stats_and_score() -> None:
 def test_recorded_dags_are_the_sampled_ones(b2mapo_run: Path) -> None:
     """The last record's drawing fields are seed 0's DAGs sampled at the fixed state, as
     ``history.boundaries`` gives them; every evaluation scores one row per seed."""
-    trainer, update, state = dag_plots.load_checkpoint(b2mapo_run)
+    trainer, update, state = policy.load_learned_state(b2mapo_run)
     policies = jax.tree.map(lambda x: x[0], trainer.policies(state))
     key = jax.random.fold_in(jax.random.PRNGKey(history.PLOT_RESET_KEY), 0)
     seen = history.boundaries(trainer.round, policies, key, 1, True, history.DAG_SAMPLES)

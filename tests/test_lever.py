@@ -3,10 +3,14 @@ gives the layering no say over the period's return; one that leans on them gives
 
 from __future__ import annotations
 
+import json
+
 import jax
 import numpy as np
 import pytest
 
+from b2mapo import checkpoint
+from b2mapo.cli import main
 from b2mapo.config import resolve
 from b2mapo.train import Trainer
 from b2mapo.upper import lever
@@ -53,3 +57,24 @@ def test_a_pi_that_follows_its_partners_gives_the_layering_a_lever(untrained) ->
     assert result.layering_share > 0.1, result.to_dict()
     assert result.preceding_kl > 0.1, result.to_dict()
     np.testing.assert_array_equal(result.layerings[:, 0], 0)  # one batch: nobody sees anyone
+
+
+def test_lever_command_writes_every_seeds_figures(b2mapo_run, tmp_path) -> None:
+    out = tmp_path / "lever.json"
+    args = ["lever", str(b2mapo_run), "--resets", "1", "--periods", "2", "--keys", "2"]
+    main([*args, "--out", str(out)])
+    written = json.loads(out.read_text())
+    seeds = checkpoint.load_config(b2mapo_run).seeds
+    assert [row["seed"] for row in written["seeds"]] == list(range(seeds))
+    for row in written["seeds"]:
+        assert 0.0 <= row["layering_share"] <= 1.0
+        assert row["preceding_kl"] >= 0.0
+
+
+def test_lever_command_refuses_a_bad_count_in_one_line(b2mapo_run, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["lever", str(b2mapo_run), "--keys", "0"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        "b2mapo lever: error: --keys 0 must be a positive integer"
+    )

@@ -25,11 +25,12 @@ from b2mapo.errors import ConfigError, HostEnvError, Interrupted
 if TYPE_CHECKING:
     from b2mapo.config import TrainConfig
 
-USAGE = """usage: b2mapo {train,eval,plot,curves,replay,envs,reproduce,report,suites} [options]
+USAGE = """usage: b2mapo COMMAND [options]; COMMAND is one of
 
   train      train an algorithm on an environment (b2mapo train --help lists every option)
   eval       evaluate the newest checkpoint of a run directory
   plot       draw a B2MAPO checkpoint's dependency matrix G, DAG and batches as a PNG
+  lever      measure how much a B2MAPO checkpoint's DAG can change the return it is paid
   curves     draw training curves of one or several runs (win rate, K, losses) as a PNG
   replay     draw one evaluation episode of a SMAX run as a GIF, agents coloured by batch
   envs       list the registered environments
@@ -72,6 +73,26 @@ class PlotArgs:
     history: bool = False
     """Draw the DAG over training instead (recorded at every evaluation): a strip of six
     moments as a PNG (``--out``, default ``RUN_DIR/dag_history.png``) and a GIF beside it."""
+
+
+@dataclass(frozen=True)
+class LeverArgs:
+    """Measure what the DAG can change on a B2MAPO checkpoint (JAX environments): from the
+    same states and keys π plays a period under several layerings; prints the share of the
+    period return's variance the layering explains and π's KL to its partners' actions."""
+
+    run_dir: Annotated[Path, tyro.conf.Positional]
+    """A directory written by ``b2mapo train --algo b2mapo``."""
+    update: int | None = None
+    """Checkpoint to measure, by update number; default: the newest."""
+    resets: int = 8
+    """Episodes whose first period boundaries are the measured states."""
+    periods: int = 4
+    """Period boundaries measured per episode."""
+    keys: int = 4
+    """Random keys per state (every layering is played with each)."""
+    out: Path | None = None
+    """JSON of every seed's figures; default: ``RUN_DIR/lever_update_XXXXXXXX.json``."""
 
 
 @dataclass(frozen=True)
@@ -250,6 +271,48 @@ def _plot(args: list[str], console: Console) -> None:
     console.print(f"wrote {out}")
 
 
+def _lever(args: list[str], console: Console) -> None:
+    import jax
+    from rich.table import Table
+
+    from b2mapo.envs.registry import is_host
+    from b2mapo.policy import load_learned_state
+    from b2mapo.rundir import write_json
+    from b2mapo.upper.lever import measure
+
+    parsed = tyro.cli(LeverArgs, args=args, prog="b2mapo lever")
+    for name in ("resets", "periods", "keys"):
+        if getattr(parsed, name) < 1:
+            raise ConfigError(f"--{name} {getattr(parsed, name)} must be a positive integer")
+    trainer, update, state = load_learned_state(parsed.run_dir, parsed.update)
+    cfg = trainer.cfg
+    if is_host(cfg.env):
+        raise ConfigError(
+            f"{cfg.env} is stepped in worker processes: its periods cannot be replayed"
+        )
+    policies = trainer.policies(state)
+    seeds = []
+    for index in range(cfg.seeds):
+        one = jax.tree.map(lambda x, i=index: x[i], policies)
+        key = jax.random.PRNGKey(cfg.seed + index)
+        lever = measure(trainer.round, one, key, parsed.resets, parsed.periods, parsed.keys)
+        seeds.append({"seed": cfg.seed + index, **lever.to_dict()})
+    table = Table(title=f"the DAG's lever, {cfg.env} {cfg.algo} update {update}")
+    for column in ("seed", "layering share", "π KL to partners (nats)", "return sd"):
+        table.add_column(column, justify="right")
+    for row in seeds:
+        table.add_row(
+            str(row["seed"]),
+            f"{row['layering_share']:.4f}",
+            f"{row['preceding_kl']:.4f}",
+            f"{row['return_sd']:.3f}",
+        )
+    console.print(table)
+    out = parsed.out or parsed.run_dir / f"lever_update_{update:08d}.json"
+    write_json(out, {"run_dir": str(parsed.run_dir), "update": update, "seeds": seeds})
+    console.print(f"wrote {out}")
+
+
 def _curves(args: list[str], console: Console) -> None:
     from b2mapo.plots import plot_training
 
@@ -321,6 +384,7 @@ COMMANDS = {
     "train": _train,
     "eval": _eval,
     "plot": _plot,
+    "lever": _lever,
     "curves": _curves,
     "envs": _envs,
     "replay": _replay,

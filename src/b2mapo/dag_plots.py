@@ -26,8 +26,7 @@ from matplotlib.figure import Figure
 
 from b2mapo import checkpoint, rundir
 from b2mapo.errors import ConfigError
-from b2mapo.policy import load_state
-from b2mapo.state import RunnerState
+from b2mapo.policy import load_learned_state
 from b2mapo.train import Trainer
 from b2mapo.upper.dag import candidate_pairs
 from b2mapo.upper.history import (
@@ -71,21 +70,6 @@ def layout(batch_index: np.ndarray) -> np.ndarray:
     return positions
 
 
-def load_checkpoint(run_dir: Path, update: int | None = None) -> tuple[Trainer, int, RunnerState]:
-    """A B2MAPO run's trainer and the checkpoint of ``update`` (None: the newest).
-
-    ``ConfigError`` if the directory holds no run, the run learns no DAG, or the checkpoint
-    is missing.
-    """
-    cfg = checkpoint.load_config(run_dir)
-    if cfg.partition != "learned":
-        raise ConfigError(
-            f"{run_dir} is a {cfg.algo} run (partition={cfg.partition}); only B2MAPO runs "
-            "(partition=learned) have a DAG generator to draw"
-        )
-    return load_state(run_dir, update)
-
-
 def _check_indices(trainer: Trainer, seed_index: int, env_index: int, steps: int) -> None:
     cfg = trainer.cfg
     if trainer.pools:
@@ -122,7 +106,7 @@ def plot_dag(
     ``RUN_DIR/dag_update_XXXXXXXX.png``.
     """
     run_dir = Path(run_dir)
-    trainer, update, state = load_checkpoint(run_dir, update)
+    trainer, update, state = load_learned_state(run_dir, update)
     _check_indices(trainer, seed_index, env_index, steps)
     policies = jax.tree.map(lambda x: x[seed_index], trainer.policies(state))
     key = jax.random.fold_in(jax.random.PRNGKey(PLOT_RESET_KEY), env_index)

@@ -121,6 +121,19 @@ def load_state(run_dir: Path, update: int | None = None) -> tuple[Trainer, int, 
     return trainer, update, _restore(path, trainer.state_shapes())
 
 
+def load_learned_state(
+    run_dir: Path, update: int | None = None
+) -> tuple[Trainer, int, RunnerState]:
+    """``load_state`` of a B2MAPO run; ``ConfigError`` if the run learns no DAG."""
+    cfg = checkpoint.load_config(run_dir)
+    if cfg.partition != "learned":
+        raise ConfigError(
+            f"{run_dir} is a {cfg.algo} run (partition={cfg.partition}); only B2MAPO runs "
+            "(partition=learned) have a DAG generator"
+        )
+    return load_state(run_dir, update)
+
+
 def _acting_parts(cfg: TrainConfig) -> Parts:
     """What acting needs of a run: its environment (a host environment's spec, no worker
     process started), networks and round."""
