@@ -143,3 +143,13 @@ def b2mapo_run() -> Path:
             shutil.rmtree(run_dir, ignore_errors=True)  # what a crashed worker left
             train(resolve({**TINY, **B2MAPO_RUN, "out": str(run_dir)}))
     return run_dir
+
+
+def leaning_on_partners(actor: dict, weight: float, head_scale: float) -> dict:
+    """B2MAPO actor parameters with the earlier batches' action input scaled by ``weight``
+    (0: π ignores its partners) and the policy head by ``head_scale`` (a decisive π)."""
+    params = dict(actor["params"])
+    params["preceding_embedding"] = params["preceding_embedding"] * weight
+    params["policy_head"] = {**params["policy_head"]}
+    params["policy_head"]["kernel"] = params["policy_head"]["kernel"] * head_scale
+    return {**actor, "params": params}

@@ -15,6 +15,7 @@ from b2mapo.rollout import Distillation, rollout
 from b2mapo.train import Trainer
 from b2mapo.upper.dag import log_prob
 from b2mapo.upper.generator import Period
+from tests.conftest import leaning_on_partners
 
 
 @pytest.fixture
@@ -89,6 +90,7 @@ def test_generator_learns_to_use_fewer_batches_when_batches_cost(b2mapo) -> None
                 lp,
                 dist.value,
                 reward,
+                jnp.zeros_like(reward),
                 ended,
                 batch_index,
             )
@@ -250,3 +252,40 @@ def test_frozen_generator_keeps_its_initial_parameters(b2mapo, frozen: bool) -> 
 def test_frozen_generator_needs_the_learned_partition(tiny_config) -> None:
     with pytest.raises(ConfigError, match="dag_frozen=True freezes B2MAPO's DAG generator"):
         tiny_config(algo="b2mapo-fixed", dag_frozen=True)
+
+
+@pytest.mark.parametrize(("keep_init", "differs"), [(1e-6, False), (0.5, True)])
+def test_paired_credit_replays_the_period_exactly_on_the_same_dag(
+    tiny_config, keep_init: float, differs: bool
+) -> None:
+    """With dag_credit=paired every period is replayed from its start with its keys on the
+    most likely DAG. Where the generator keeps no pair, sampled and most likely DAGs have the
+    same layering (one batch), and the replay's return equals the period's bit for bit; on
+    probe:coupled, with a π that leans on its partners' actions and half the pairs kept at
+    random, some replays differ."""
+    cfg = tiny_config(
+        env="probe:coupled",
+        algo="b2mapo",
+        dag_period=4,
+        dag_credit="paired",
+        dag_keep_init=keep_init,
+        num_envs=8,
+        dag_minibatches=2,
+    )
+    trainer = Trainer(cfg)
+    state = jax.tree.map(lambda x: x[0], trainer.init())
+    params = state.learner.params
+    actor = leaning_on_partners(params["actor"], 30.0, 100.0)
+    state = state._replace(learner=state.learner._replace(params={**params, "actor": actor}))
+    periods = jax.jit(trainer.round.collect)(state, state.key).own.periods
+    reward, baseline = np.asarray(periods.reward), np.asarray(periods.baseline)
+    if differs:
+        assert (reward != baseline).any()
+    else:
+        np.testing.assert_array_equal(reward, baseline)
+        assert (np.asarray(periods.num_batches) == 1).all()
+
+
+def test_paired_credit_is_refused_for_host_environments(tiny_config) -> None:
+    with pytest.raises(ConfigError, match="dag_credit=paired replays periods"):
+        tiny_config(env="pettingzoo:mpe2.simple_spread_v3", algo="b2mapo", dag_credit="paired")

@@ -64,6 +64,7 @@ def generator_round(
                 lp,
                 dist.value,
                 reward,
+                jnp.zeros_like(reward),
                 ended,
                 batch_index,
             )

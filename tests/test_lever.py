@@ -14,7 +14,7 @@ from b2mapo.cli import main
 from b2mapo.config import resolve
 from b2mapo.train import Trainer
 from b2mapo.upper import lever
-from tests.conftest import TINY
+from tests.conftest import TINY, leaning_on_partners
 
 
 @pytest.fixture(scope="module")
@@ -29,15 +29,10 @@ def untrained(tmp_path_factory):
 
 
 def with_preceding_weight(policies, weight: float, head_scale: float):
-    """``policies`` with π's earlier-batch action embedding scaled by ``weight`` (0: π
-    ignores its partners) and its policy head by ``head_scale`` (a decisive π)."""
-    actor = policies.joint["actor"]
-    params = dict(actor["params"])
-    params["preceding_embedding"] = params["preceding_embedding"] * weight
-    head = dict(params["policy_head"])
-    head["kernel"] = head["kernel"] * head_scale
-    params["policy_head"] = head
-    return policies._replace(joint={**policies.joint, "actor": {**actor, "params": params}})
+    """``policies`` with π's earlier-batch action input scaled by ``weight`` (0: π ignores
+    its partners) and its policy head by ``head_scale`` (a decisive π)."""
+    actor = leaning_on_partners(policies.joint["actor"], weight, head_scale)
+    return policies._replace(joint={**policies.joint, "actor": actor})
 
 
 def test_a_pi_that_ignores_its_partners_gives_the_layering_no_lever(untrained) -> None:

@@ -60,6 +60,7 @@ DerivedName = Literal["mappo", "ippo"]
 """The derived policies (``derived.DERIVED_POLICIES``)."""
 DerivedRatio = Literal["behaviour", "own"]
 DistillTeacher = Literal["updated", "behaviour"]
+DagCredit = Literal["return", "paired"]
 
 FieldTag = Literal["resumable", "host_only", "mergeable"]
 """What a tag on a ``TrainConfig`` field says (``tagged_fields`` lists the fields):
@@ -165,6 +166,11 @@ class TrainConfig:
     dag_adam_eps: float = 1e-8
     """B2MAPO: Adam's eps for the generator: its attention's gradients are small (about 1e-7
     per element at init), and an eps above them leaves the attention frozen."""
+    dag_credit: DagCredit = "return"
+    """B2MAPO: the generator's advantage: return (the paper's: GAE over the periods' returns)
+    or paired (ours, JAX environments only: each period is replayed from the same state with
+    the same keys on the generator's most likely DAG, and the sampled DAG's advantage is its
+    return minus the replay's; docs/algorithms.md)."""
     dag_frozen: bool = False
     """B2MAPO: never train the DAG generator; it samples from its initialisation throughout
     (random DAGs with the untrained generator's K distribution): the learned DAG's ablation."""
@@ -321,6 +327,11 @@ class TrainConfig:
             raise ConfigError(
                 f"dag_frozen=True freezes B2MAPO's DAG generator; partition={self.partition} "
                 "has none (use partition=learned, e.g. --algo b2mapo-frozen)"
+            )
+        if self.dag_credit == "paired" and is_host(self.env):
+            raise ConfigError(
+                f"dag_credit=paired replays periods from copied environment states; {self.env} "
+                "is stepped in worker processes, whose states cannot be copied"
             )
         if self.partition == "learned":
             if self.rollout_len % self.dag_period:

@@ -42,6 +42,11 @@ from b2mapo.upper.dag import (
 )
 
 
+def batch_layering(action: DagAction) -> jax.Array:
+    """The batch index ``[E, n]`` of every env's DAG (leaves ``[E, ...]``)."""
+    return jax.vmap(lambda a: layering(edges(a)))(action)
+
+
 def dependency_threshold(relative_delta: float, num_agents: int) -> float:
     """The absolute threshold δ on attention weights: ``dag_delta`` is given in units of the
     uniform weight ``1 / (n - 1)``, so one setting means the same on 3 agents and on 27."""
@@ -139,6 +144,8 @@ class Period(NamedTuple):
     log_prob: jax.Array  # [E]
     value: jax.Array  # [E]
     reward: jax.Array  # [E], discounted return of the period minus batch_cost * K
+    baseline: jax.Array  # [E], with dag_credit=paired: the reward of the same period (same
+    # start, same keys) replayed on the generator's most likely DAG; else 0
     done: jax.Array  # [E], an episode ended during the period
     batch_index: jax.Array  # [E, n], the sampled DAG's layering
 
@@ -208,20 +215,21 @@ class UpperLayer:
         delta = self.delta
         cap = self.cfg.dag_max_batches
 
-        def most_likely() -> DagAction:
-            order = jnp.argsort(-out.order_scores, axis=-1).astype(jnp.int32)
-            build = jax.vmap(build_dag, in_axes=(0, 0, 0, None, None))
-            return build(order, out.edge_logits > 0, out.g, delta, cap)
-
         def sampled() -> DagAction:
             keys = jax.random.split(key, obs.shape[0])
             sample = jax.vmap(sample_dag, in_axes=(0, 0, 0, 0, None, None))
             return sample(keys, out.order_scores, out.edge_logits, out.g, delta, cap)
 
-        action = choose(greedy, most_likely, sampled)
-        batch_index = jax.vmap(lambda a: layering(edges(a)))(action)
+        action = choose(greedy, lambda: self.most_likely(out), sampled)
         new_carry = UpperCarry(agents, critic, jnp.zeros_like(carry.reset))
-        return new_carry, action, out, batch_index
+        return new_carry, action, out, batch_layering(action)
+
+    def most_likely(self, out: UpperOutput) -> DagAction:
+        """Every env's most likely DAG under ``out`` (leaves ``[E, ...]``): the order by
+        score, each candidate pair kept where its keep probability exceeds one half."""
+        order = jnp.argsort(-out.order_scores, axis=-1).astype(jnp.int32)
+        build = jax.vmap(build_dag, in_axes=(0, 0, 0, None, None))
+        return build(order, out.edge_logits > 0, out.g, self.delta, self.cfg.dag_max_batches)
 
     def value(self, params: Params, carry: UpperCarry, obs: jax.Array, state: jax.Array):
         """Critic value ``[E]`` at a boundary, without advancing the carry (for bootstraps)."""
@@ -279,6 +287,8 @@ class UpperLayer:
         deltas = td_errors(periods.reward, periods.value, next_values, done, discount)
         advantages = corrected_gae(deltas, jnp.ones_like(deltas), done, discount, cfg.gae_lambda)
         targets = advantages + periods.value
+        if cfg.dag_credit == "paired":  # the sampled DAG's gain over the most likely one
+            advantages = periods.reward - periods.baseline
         advantages = normalise(advantages, jnp.ones_like(advantages, bool))
         flat_params, unravel = ravel_pytree(learner.params)
 
@@ -309,6 +319,8 @@ class UpperLayer:
         # Measured after the update, on all the round's periods: the KL and clip fraction of
         # the updated generator against the one that sampled them (0 before any step).
         metrics = self._loss(learner.params, periods, advantages, targets)[1]
+        if cfg.dag_credit == "paired":
+            metrics["paired_gain"] = jnp.mean(periods.reward - periods.baseline)
         return learner, {f"dag_{k}": v for k, v in metrics.items()}
 
     def _loss(

@@ -20,7 +20,13 @@ from b2mapo.rollout import Distillation, Followed, Trajectory, rollout
 from b2mapo.rounds import History, Round
 from b2mapo.state import Collected, Policies, RunnerState, host_clock
 from b2mapo.upper.dag import log_prob
-from b2mapo.upper.generator import Period, UpperCarry, UpperLayer, UpperLearner
+from b2mapo.upper.generator import (
+    Period,
+    UpperCarry,
+    UpperLayer,
+    UpperLearner,
+    batch_layering,
+)
 
 
 class LearnedState(NamedTuple):
@@ -66,10 +72,20 @@ class LearnedRound(Round):
         params = state.learner.params
         derived_params = own.derived.learner.params
 
+        def period_reward(
+            trajectory: Trajectory, next_carry: UpperCarry, batch_index: jax.Array
+        ) -> tuple[jax.Array, jax.Array]:
+            tr = trajectory.transitions
+            end_value = upper.end_value(
+                own.upper.params, next_carry, tr.obs, tr.next_state, tr.done
+            )
+            k = jnp.max(batch_index, axis=-1) + 1
+            return upper.period_reward(tr.reward, tr.done, tr.terminated, end_value, k)
+
         def period(carry: tuple, key: jax.Array) -> tuple[tuple, tuple]:
-            loop, upper_carry, derived_carry = carry
+            start, upper_carry, derived_carry = carry
             act_key, step_key = jax.random.split(key)
-            ts = loop.timestep
+            ts = start.timestep
             next_carry, action, dist, batch_index = upper.act(
                 own.upper.params, upper_carry, ts.obs, ts.state, act_key
             )
@@ -79,18 +95,20 @@ class LearnedRound(Round):
                 self.env,
                 self.networks,
                 params,
-                loop,
+                start,
                 step_key,
                 cfg.dag_period,
                 batch_index,
                 follower,
             )
-            k = jnp.max(batch_index, axis=-1) + 1
-            tr = trajectory.transitions
-            end_value = upper.end_value(
-                own.upper.params, next_carry, tr.obs, tr.next_state, tr.done
-            )
-            reward, ended = upper.period_reward(tr.reward, tr.done, tr.terminated, end_value, k)
+            reward, ended = period_reward(trajectory, next_carry, batch_index)
+            baseline = jnp.zeros_like(reward)
+            if cfg.dag_credit == "paired":  # the same period again on the most likely DAG
+                greedy_index = batch_layering(upper.most_likely(dist))
+                replayed = rollout(
+                    self.env, self.networks, params, start, step_key, cfg.dag_period, greedy_index
+                )[1]
+                baseline = period_reward(replayed, next_carry, greedy_index)[0]
             all_log_prob = jax.vmap(log_prob, in_axes=(0, 0, 0, 0, None, None, 0))
             record = Period(
                 obs=ts.obs,
@@ -110,6 +128,7 @@ class LearnedRound(Round):
                 ),
                 value=dist.value,
                 reward=reward,
+                baseline=baseline,
                 done=ended,
                 batch_index=batch_index,
             )
