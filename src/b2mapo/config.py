@@ -47,6 +47,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 # The ablation of the learned DAG: B2MAPO whose generator never trains, so its DAGs are the
 # untrained generator's random ones (same K distribution); everything else is B2MAPO's.
 PRESETS["b2mapo-frozen"] = {**PRESETS["b2mapo"], "dag_frozen": True}
+# Ours, not the paper's: the generator credited by paired replays (``dag_credit``).
+PRESETS["b2mapo-paired"] = {**PRESETS["b2mapo"], "dag_credit": "paired"}
 
 # The closed choices among the options: ``b2mapo train --help`` lists them, ``validate``
 # accepts nothing else.

@@ -17,7 +17,15 @@ from b2mapo.plots import Curve, curve
 from b2mapo.rundir import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE
 
 # The report's order of the algorithms it knows; any others follow, sorted by name.
-ALGO_ORDER = ("mappo", "happo", "a2po", "b2mapo-fixed", "b2mapo-frozen", "b2mapo")
+ALGO_ORDER = (
+    "mappo",
+    "happo",
+    "a2po",
+    "b2mapo-fixed",
+    "b2mapo-frozen",
+    "b2mapo",
+    "b2mapo-paired",
+)
 # Config fields in which run directories merged as seeds of one algorithm may differ.
 MERGEABLE_FIELDS = tagged_fields("mergeable")
 

@@ -31,6 +31,7 @@ STEP_COST = {
     "b2mapo-fixed": 1.15,
     "b2mapo-frozen": 1.6,
     "b2mapo": 1.8,
+    "b2mapo-paired": 2.1,
 }
 
 

@@ -169,13 +169,14 @@ SUITES: dict[str, Suite] = {
     "dag-ablation": Suite(
         name="dag-ablation",
         description="what the learned DAG is worth on 8m_vs_9m: B2MAPO against itself with a "
-        "frozen (untrained) generator, against a random fixed bipartition (b2mapo-fixed) and "
-        "against MAPPO, at cpu-small's budget and settings, 3 seeds",
+        "frozen (untrained) generator, against a random fixed bipartition (b2mapo-fixed), "
+        "against MAPPO, and with the paired credit (b2mapo-paired, ours), at cpu-small's "
+        "budget and settings, 3 seeds",
         maps=(SMALL_8M_VS_9M,),
-        algos=("mappo", "b2mapo-fixed", "b2mapo-frozen", "b2mapo"),
+        algos=("mappo", "b2mapo-fixed", "b2mapo-frozen", "b2mapo", "b2mapo-paired"),
         seeds=3,
         settings={"eval_every": 20, "eval_episodes": 64, "final_eval_episodes": 400},
-        expected="about 90 minutes on 2 CPU cores (cpu-small's 8m_vs_9m runs: MAPPO 15 min, "
+        expected="about 2 hours on 2 CPU cores (cpu-small's 8m_vs_9m runs: MAPPO 15 min, "
         "B2MAPO 25 min)",
     ),
     "recovery": Suite(
