@@ -52,6 +52,7 @@ def test_choices_come_from_the_registries() -> None:
         "derived",
         "derived_ratio",
         "distill_teacher",
+        "dag_credit",
     }
 
 
