@@ -46,13 +46,13 @@ def _pairs(truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return upper & truth.astype(bool), upper & ~truth.astype(bool)
 
 
-def _mean_over(values: np.ndarray, pairs: np.ndarray) -> float:
-    return float(values[pairs].mean()) if pairs.any() else math.nan
+def _mean_over(values: np.ndarray, pairs: np.ndarray) -> float | None:
+    return float(values[pairs].mean()) if pairs.any() else None
 
 
-def score(stats: dict[str, Any], truth: np.ndarray) -> dict[str, float]:
+def score(stats: dict[str, Any], truth: np.ndarray) -> dict[str, float | None]:
     """The ``SCORES`` of one seed's ``history.dependency_stats`` against ``truth [n, n]``
-    (NaN for a mean over no pair)."""
+    (None, JSON's null, for a mean over no pair: a graph without true pairs has none)."""
     true_pairs, other_pairs = _pairs(truth)
     separated, kept = np.asarray(stats["separated"]), np.asarray(stats["kept"])
     if separated.shape != true_pairs.shape:
@@ -96,19 +96,23 @@ def recovery_over_training(run_dir: Path, truth: np.ndarray | None = None) -> li
     ]
 
 
-def final_scores(rows: list[dict[str, Any]]) -> list[dict[str, float]]:
+def final_scores(rows: list[dict[str, Any]]) -> list[dict[str, float | None]]:
     """Each seed's ``SCORES`` at its last evaluation, by seed index."""
     last = max(row["update"] for row in rows)
     ends = sorted((r for r in rows if r["update"] == last), key=lambda r: r["seed"])
     return [{key: row[key] for key in SCORES} for row in ends]
 
 
-def recovery_table(seeds: list[dict[str, float]]) -> str:
-    """A Markdown table of the seeds' final scores and their median."""
+def recovery_table(seeds: list[dict[str, float | None]]) -> str:
+    """A Markdown table of the seeds' final scores and their median ("-": no pair to score)."""
     from b2mapo.reproduce.report import format_table
 
-    rows = [[str(s), *(f"{v[k]:.2f}" for k in SCORES)] for s, v in enumerate(seeds)]
-    rows.append(["median", *(f"{np.nanmedian([v[k] for v in seeds]):.2f}" for k in SCORES)])
+    def cell(values: list[float | None]) -> str:
+        scored = [v for v in values if v is not None]
+        return f"{np.median(scored):.2f}" if scored else "-"
+
+    rows = [[str(s), *(cell([v[k]]) for k in SCORES)] for s, v in enumerate(seeds)]
+    rows.append(["median", *(cell([v[k] for v in seeds]) for k in SCORES)])
     return format_table(["seed", *SCORES], rows)
 
 
@@ -127,7 +131,7 @@ def draw_recovery(rows: list[dict[str, Any]], title: str) -> Figure:
         for key, (colour, line) in styles.items():
             label = f"{key.replace('_', ' ')}" if seed == 0 else None
             marker = "osd"[seed % 3]
-            values = [row[key] for row in mine]
+            values = [math.nan if row[key] is None else row[key] for row in mine]
             ax.plot(steps, values, line, color=colour, marker=marker, ms=3, label=label)
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("env steps per seed")
@@ -146,7 +150,7 @@ def write_recovery(run_dir: Path, out: Path) -> str:
     rows = recovery_over_training(run_dir)
     seeds = final_scores(rows)
     out.mkdir(parents=True, exist_ok=True)
-    rundir.write_json(out / RECOVERY_FILE, {"seeds": seeds}, allow_nan=True)
+    rundir.write_json(out / RECOVERY_FILE, {"seeds": seeds})
     cfg = checkpoint.load_config(run_dir)
     figure = draw_recovery(rows, f"{cfg.env}, {run_dir.name}: dependency recovery")
     figure.savefig(out / RECOVERY_FIGURE, dpi=110)
