@@ -152,7 +152,8 @@ def test_iqm_estimates_directly() -> None:
 
 
 def test_probability_of_improvement(tmp_path: Path) -> None:
-    """1 when every B2MAPO score beats every baseline score, 0 when none does."""
+    """For every pair, in the report's order (mappo, happo, b2mapo): 1 when every score of
+    the later beats every score of the earlier, 0 when none does."""
     runs = [
         make_run(tmp_path, "b2mapo", [0.8, 0.9], algo="b2mapo"),
         make_run(tmp_path, "mappo", [0.1, 0.2]),
@@ -161,9 +162,10 @@ def test_probability_of_improvement(tmp_path: Path) -> None:
     text = report.build_report(runs, tmp_path / "out").read_text()
     poi = json.loads((tmp_path / "out" / "results.json").read_text())["aggregate"]
     poi = poi["probability_of_improvement"]
-    assert set(poi) == {"mappo", "happo"}
-    assert poi["mappo"] == pytest.approx({"point": 1.0, "low": 1.0, "high": 1.0})
-    assert poi["happo"] == pytest.approx({"point": 0.0, "low": 0.0, "high": 0.0})
+    assert list(poi) == ["happo > mappo", "b2mapo > mappo", "b2mapo > happo"]
+    assert poi["happo > mappo"] == pytest.approx({"point": 1.0, "low": 1.0, "high": 1.0})
+    assert poi["b2mapo > mappo"] == pytest.approx({"point": 1.0, "low": 1.0, "high": 1.0})
+    assert poi["b2mapo > happo"] == pytest.approx({"point": 0.0, "low": 0.0, "high": 0.0})
     assert table_row(text, "P(b2mapo > mappo)") == ["P(b2mapo > mappo)", "1.000", "[1.000, 1.000]"]
 
 
@@ -302,7 +304,7 @@ def test_one_seed_per_run(tmp_path: Path) -> None:
     text = report.build_report(runs, tmp_path / "out").read_text()
     stats = json.loads((tmp_path / "out" / "results.json").read_text())["aggregate"]
     assert stats["iqm"]["b2mapo"] == pytest.approx({"point": 0.9, "low": 0.9, "high": 0.9})
-    assert stats["probability_of_improvement"]["mappo"]["point"] == pytest.approx(1.0)
+    assert stats["probability_of_improvement"]["b2mapo > mappo"]["point"] == pytest.approx(1.0)
     assert table_row(text, "smax:3m")[1:] == ["0.500 ± 0.000 (n=1)", "0.900 ± 0.000 (n=1)"]
     assert "nothing to resample" in text
 

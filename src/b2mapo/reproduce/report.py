@@ -316,16 +316,16 @@ def _aggregate_section(stats: dict[str, Any]) -> str:
             [[a, stats["runs"][a], *_estimate_cells(e)] for a, e in stats["iqm"].items()],
         ),
     ]
-    target, poi = stats["target"], stats["probability_of_improvement"]
+    poi = stats["probability_of_improvement"]
     if poi:
-        rows = [[f"P({target} > {a})", *_estimate_cells(e)] for a, e in poi.items()]
+        rows = [[f"P({pair})", *_estimate_cells(e)] for pair, e in poi.items()]
         parts.append(format_table(["comparison", "probability", f"{percent}% CI"], rows))
         parts.append(
-            f"P({target} > X): the probability that a run of {target} has a higher final win "
-            "rate than a run of X on a map, averaged over the maps (0.5: no difference)."
+            "P(A > B): the probability that a run of A has a higher final win rate than a run "
+            "of B on a map, averaged over the maps (0.5: no difference)."
         )
     else:
-        parts.append(f"No probability of improvement: no {target} run or no other algorithm.")
+        parts.append("No probability of improvement: only one algorithm.")
     return title + "\n\n".join(parts + _aggregate_notes(stats)) + "\n"
 
 

@@ -19,8 +19,6 @@ from b2mapo.reproduce.runs import RunResult, algos_of, maps_of
 BOOTSTRAP_REPS = 2000
 CONFIDENCE = 0.95
 BOOTSTRAP_SEED = 0
-# The algorithm whose probability of improvement over every other one the report gives.
-TARGET_ALGO = "b2mapo"
 RLIABLE_MISSING = "the report's statistics need rliable: pip install -e '.[report]'"
 
 
@@ -88,15 +86,20 @@ def iqm_estimates(
 
 
 def improvement_estimates(
-    target: np.ndarray,
-    baselines: dict[str, np.ndarray],
+    scores: dict[str, np.ndarray],
     reps: int = BOOTSTRAP_REPS,
     seed: int = BOOTSTRAP_SEED,
 ) -> dict[str, Estimate]:
-    """The probability that a run of ``target`` beats one of each baseline on a task,
-    averaged over tasks (scores ``[runs, tasks]``, same tasks), with its confidence interval."""
+    """For every pair of algorithms, ``"a > b"`` with ``a`` after ``b`` in ``scores``' order:
+    the probability that a run of ``a`` beats one of ``b`` on a task, averaged over tasks
+    (scores ``[runs, tasks]``, same tasks), with its confidence interval."""
     _, metrics = rliable_modules()
-    pairs = {name: [target, scores] for name, scores in baselines.items()}
+    names = list(scores)
+    pairs = {
+        f"{later} > {earlier}": [scores[later], scores[earlier]]
+        for i, earlier in enumerate(names)
+        for later in names[i + 1 :]
+    }
     return _interval_estimates(
         pairs,
         lambda x, y: np.array([metrics.probability_of_improvement(x, y)]),
@@ -139,8 +142,9 @@ def score_matrices(results: Sequence[RunResult]) -> ScoreMatrices:
 def aggregate_statistics(
     results: Sequence[RunResult], reps: int = BOOTSTRAP_REPS, seed: int = BOOTSTRAP_SEED
 ) -> dict[str, Any]:
-    """IQM per algorithm and the probability of improvement of ``TARGET_ALGO`` over each
-    other algorithm, over all shared maps and seeds, as JSON-ready data."""
+    """IQM per algorithm and the probability of improvement between every two algorithms
+    (the later in the report's order over the earlier), over all shared maps and seeds, as
+    JSON-ready data."""
     matrices = score_matrices(results)
     stats: dict[str, Any] = {
         "maps": matrices.maps,
@@ -152,15 +156,13 @@ def aggregate_statistics(
         "confidence": CONFIDENCE,
         "bootstrap_seed": seed,
         "iqm": {},
-        "target": TARGET_ALGO,
         "probability_of_improvement": {},
     }
     if not matrices.scores:
         return stats
     iqm = iqm_estimates(matrices.scores, reps, seed)
     stats["iqm"] = {algo: estimate._asdict() for algo, estimate in iqm.items()}
-    baselines = {a: s for a, s in matrices.scores.items() if a != TARGET_ALGO}
-    if TARGET_ALGO in matrices.scores and baselines:
-        poi = improvement_estimates(matrices.scores[TARGET_ALGO], baselines, reps, seed)
-        stats["probability_of_improvement"] = {a: e._asdict() for a, e in poi.items()}
+    if len(matrices.scores) > 1:
+        poi = improvement_estimates(matrices.scores, reps, seed)
+        stats["probability_of_improvement"] = {pair: e._asdict() for pair, e in poi.items()}
     return stats
