@@ -154,12 +154,39 @@ def test_summary_times_add_up_over_resumptions(tiny_config, monkeypatch) -> None
 
 def test_checkpoint_of_another_config_is_refused(tiny_config, tmp_path) -> None:
     """Resuming into a directory trained with another network size names the field, and
-    leaves every file of the directory as it was (no TensorBoard file, no config)."""
-    runner.train(tiny_config(out=str(tmp_path / "run")))
+    leaves every file of the directory as it was (no TensorBoard file, no config); the
+    run's first line, printed once a run is accepted, is not printed."""
+    output = io.StringIO()
+    runner.train(tiny_config(out=str(tmp_path / "run")), Console(file=output, width=300))
+    assert output.getvalue().startswith("training mappo on probe:walk: 1 seed(s) x 128 env")
     before = file_hashes(tmp_path / "run")
+    refused = io.StringIO()
     with pytest.raises(ConfigError, match="hidden_size"):
-        runner.train(tiny_config(out=str(tmp_path / "run"), hidden_size=16))
+        runner.train(tiny_config(out=str(tmp_path / "run"), hidden_size=16), Console(file=refused))
     assert file_hashes(tmp_path / "run") == before
+    assert refused.getvalue() == ""
+
+
+def test_extending_a_run_is_refused_with_the_reason(tiny_config) -> None:
+    """A longer budget on a saved run is refused, saying that the learning rates anneal over
+    the run's total_steps and what to do instead."""
+    saved, longer = tiny_config(), tiny_config(total_steps=4 * 8 * 8)
+    with pytest.raises(ConfigError, match="a run cannot be extended: its learning rates anneal"):
+        checkpoint.check_resumable(saved, longer)
+    constant = tiny_config(anneal_lr=False)
+    with pytest.raises(ConfigError, match="cannot be extended: train a new run") as refused:
+        checkpoint.check_resumable(constant, tiny_config(total_steps=4 * 8 * 8, anneal_lr=False))
+    assert "anneal" not in str(refused.value)
+
+
+@pytest.mark.parametrize(("total_steps", "rounded"), [(256, False), (260, True), (2000, True)])
+def test_the_first_line_says_when_chunks_round_the_budget_up(
+    tiny_config, total_steps: int, rounded: bool
+) -> None:
+    """Whole chunks of 64 steps (2 updates x 4 envs x 8 steps) round 260 up to 320 (23%) and
+    2000 to 2048 (2.4%): the line says so; 256 is whole."""
+    line = runner.header(tiny_config(total_steps=total_steps))
+    assert ("rounded up to whole chunks of 64 env steps" in line) == rounded, line
 
 
 def test_a_config_without_a_checkpoint_can_be_restarted(tiny_config, tmp_path) -> None:

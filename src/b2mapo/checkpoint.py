@@ -35,9 +35,18 @@ def check_resumable(saved: TrainConfig, requested: TrainConfig) -> None:
     }
     if changed:
         details = ", ".join(f"{k}: saved {a!r}, requested {b!r}" for k, (a, b) in changed.items())
+        why = ""
+        if "total_steps" in changed:
+            anneal = (
+                "its learning rates anneal over its total_steps, so " if saved.anneal_lr else ""
+            )
+            why = (
+                f"; a run cannot be extended: {anneal}train a new run (another --out) with "
+                "the whole budget"
+            )
         raise ConfigError(
             f"the run directory holds a checkpoint of another config ({details}); "
-            "use another --out or the saved values"
+            f"use another --out or the saved values{why}"
         )
 
 

@@ -232,10 +232,6 @@ def _train(args: list[str], console: Console) -> None:
     cfg = resolve(parsed.to_dict())
     if not is_writer():
         console = Console(quiet=True)
-    console.print(
-        f"training [bold]{cfg.algo}[/] on [bold]{cfg.env}[/]: {cfg.seeds} seed(s) x "
-        f"{cfg.num_updates * cfg.steps_per_update:,} env steps -> {cfg.run_dir}"
-    )
     summary = train(cfg, console)
     console.print(summary_table(summary, f"{cfg.algo} on {cfg.env}"))
 

@@ -93,7 +93,8 @@ class TrainConfig:
     seed: int = _tagged(0, "host_only", "mergeable")
     """Base random seed; seed i of a run uses ``seed + i``."""
     total_steps: int = 1_000_000
-    """Environment steps per seed (summed over parallel envs)."""
+    """Environment steps per seed (summed over parallel envs), rounded up to whole chunks of
+    updates_per_chunk x num_envs x rollout_len steps (the run's first line says so)."""
     num_envs: int = 64
     """Parallel environments per seed."""
     rollout_len: int = 64

@@ -222,6 +222,24 @@ class Evaluated(NamedTuple):
     metrics: dict[str, np.ndarray]  # the last chunk's training metrics, [seeds, updates]
 
 
+def header(cfg: TrainConfig) -> str:
+    """The line a run starts with, once it is accepted; it says when whole chunks round the
+    step budget up by more than 2%."""
+    trained = cfg.num_updates * cfg.steps_per_update
+    line = (
+        f"training [bold]{cfg.algo}[/] on [bold]{cfg.env}[/]: {cfg.seeds} seed(s) x "
+        f"{trained:,} env steps -> {cfg.run_dir}"
+    )
+    if trained > 1.02 * cfg.total_steps:
+        chunk = cfg.updates_per_chunk * cfg.steps_per_update
+        line += (
+            f" (total_steps {cfg.total_steps:,} rounded up to whole chunks of {chunk:,} env "
+            f"steps: {cfg.updates_per_chunk} updates x {cfg.num_envs} envs x "
+            f"{cfg.rollout_len} steps; a smaller --updates-per-chunk rounds less)"
+        )
+    return line
+
+
 def train(
     cfg: TrainConfig,
     console: Console | None = None,
@@ -285,6 +303,7 @@ def _train(
             f"(b2mapo eval {run_dir} evaluates it again)"
         )
         return Summary.from_dict(run_dir, finished)
+    console.print(header(cfg))
     # Before compiling: fails on a missing extra.
     log = MetricsLog(run_dir / rundir.METRICS_FILE, cfg) if writer else None
     state = trainer.layout.to_host(trainer.init())
