@@ -35,14 +35,20 @@ def test_default_final_evaluation_is_within_five_points() -> None:
         assert (high - low) / 2 <= 0.0505, (wins, low, high)
 
 
-def test_one_seed_shows_no_spread_and_pools_episodes_over_seeds() -> None:
+def test_one_seed_has_its_episodes_interval_and_several_seeds_an_interval_over_seeds() -> None:
+    """One seed: the Wilson interval of its 32 episodes. Two seeds: the t-interval of the
+    mean over the seeds (12.71 x sd / sqrt(2)), clipped to [0, 1] for win rates, not a
+    Wilson interval that treats 64 episodes of two seeds as independent."""
     one = format_result("win_rate", np.array([0.75]), 32)
     assert "±" not in one and "seeds" not in one
-    assert "0.750" in one and "32 episodes" in one
     low, high = wilson_interval(24, 32)
-    assert f"{low:.3f}-{high:.3f}" in one
+    assert one == f"0.750 (95% Wilson CI {low:.3f}-{high:.3f} over 32 episodes)"
     several = format_result("win_rate", np.array([0.5, 0.75]), 32)
-    assert "± 0.125 over 2 seeds" in several and "64 episodes" in several
+    assert several == "0.625 ± 0.125 sd over 2 seeds (95% CI over the seeds 0.000-1.000)"
+    close = format_result("episode_return", np.array([1.0, 1.1, 1.2]), 32)
+    half = 4.3027 * 0.1 / np.sqrt(3)
+    interval = f"(95% CI over the seeds {1.1 - half:.3f}-{1.1 + half:.3f})"
+    assert close == f"1.100 ± 0.082 sd over 3 seeds {interval}"
     returns = format_result("episode_return", np.array([1.5]), 32)
     assert returns == "1.500"
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.stats
 from rich.table import Table
 
 from b2mapo.evaluation import wilson_interval
@@ -67,15 +68,24 @@ class Summary:
 
 
 def format_result(key: str, values: np.ndarray, episodes_per_seed: int) -> str:
-    """A final evaluation value: the spread over seeds only for several seeds, and for win
-    rates the 95% Wilson interval of all seeds' episodes pooled."""
+    """A final evaluation value, ``values`` one per seed. Several seeds: their mean ± standard
+    deviation (ddof=0, as the report) and the 95% t-interval of the mean over the seeds (the
+    seeds are the independent draws; their episodes are not). One seed: a win rate's 95%
+    Wilson interval over its episodes."""
     text = f"{values.mean():.3f}"
     if values.size > 1:
-        text += f" ± {values.std():.3f} over {values.size} seeds"
-    if key.endswith("win_rate"):
-        episodes = episodes_per_seed * values.size
-        low, high = wilson_interval(float(values.sum()) * episodes_per_seed, episodes)
-        text += f" (95% CI {low:.3f}-{high:.3f}, {episodes} episodes)"
+        sd = values.std(ddof=1)
+        half = float(scipy.stats.t.ppf(0.975, values.size - 1)) * sd / np.sqrt(values.size)
+        low, high = values.mean() - half, values.mean() + half
+        if key.endswith("win_rate"):
+            low, high = max(low, 0.0), min(high, 1.0)
+        text += (
+            f" ± {values.std():.3f} sd over {values.size} seeds "
+            f"(95% CI over the seeds {low:.3f}-{high:.3f})"
+        )
+    elif key.endswith("win_rate"):
+        low, high = wilson_interval(float(values[0]) * episodes_per_seed, episodes_per_seed)
+        text += f" (95% Wilson CI {low:.3f}-{high:.3f} over {episodes_per_seed} episodes)"
     return text
 
 
