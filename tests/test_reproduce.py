@@ -135,6 +135,60 @@ def test_an_interrupted_suite_resumes_without_redoing_finished_runs(
     assert len(trained_points) == len(set(trained_points)) == updates * TINY_SUITE.seeds
 
 
+def test_report_of_a_suite_directory_rebuilds_the_suites_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``b2mapo report OUT`` on what ``reproduce`` wrote builds the same report (the same runs
+    and sections) without training or timing anything; a run not there is named."""
+    out = tmp_path / "out"
+    measured = _without_time_tables_and_report(monkeypatch)
+    built: list[tuple[list[Path], dict]] = []
+
+    def record(runs: list[Path], out: Path, **kwargs: object) -> Path:
+        built.append((runs, kwargs))
+        return out / "report.md"
+
+    monkeypatch.setattr(report, "build_report", record)
+    monkeypatch.setitem(SUITES, TINY_SUITE.name, TINY_SUITE)
+    schedule.run_suite(TINY_SUITE, out)
+    main(["report", str(out)])
+    assert len(built) == 2 and built[1] == built[0]
+    assert "Training time per round" in built[0][1]["extra_markdown"]
+    assert measured == list(TINY_SUITE.algos)  # timed once, by reproduce
+    trained = {p.name: p.stat().st_mtime_ns for p in (out / "probe_walk").rglob("*")}
+    main(["report", str(out)])
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "probe_walk").rglob("*")} == trained
+
+    for path in sorted((out / "probe_walk" / "b2mapo").rglob("*"), reverse=True):
+        path.rmdir() if path.is_dir() else path.unlink()
+    main(["report", str(out)])
+    assert built[-1][0] == [out / "probe_walk" / "mappo"]
+    assert "Not run (yet): b2mapo on probe:walk." in built[-1][1]["extra_markdown"]
+
+
+def test_report_finds_the_run_directories_below_a_directory(tmp_path: Path) -> None:
+    (tmp_path / "a" / "run1").mkdir(parents=True)
+    (tmp_path / "a" / "run1" / rundir.CONFIG_FILE).write_text("{}")
+    (tmp_path / "a" / "b" / "run2").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "run2" / rundir.CONFIG_FILE).write_text("{}")
+    found = rundir.find_run_dirs([tmp_path / "a", tmp_path / "a" / "run1", tmp_path / "none"])
+    assert found == [
+        tmp_path / "a" / "b" / "run2",
+        tmp_path / "a" / "run1",
+        tmp_path / "a" / "run1",
+        tmp_path / "none",
+    ]
+
+
+def test_reproduce_without_a_suite_lists_them_and_exits_2(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["reproduce"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("b2mapo reproduce: error: choose a suite with --suite NAME, one of: ")
+    assert "cpu-small" in err and "dag-ablation" in err and err.count("\n") == 1
+
+
 @pytest.mark.slow
 def test_a_suite_ends_in_a_report_with_its_time_tables(tmp_path: Path) -> None:
     """A whole suite: its runs, the map's measured time tables, the report with the DAG's
@@ -148,7 +202,7 @@ def test_a_suite_ends_in_a_report_with_its_time_tables(tmp_path: Path) -> None:
     text = report_path.read_text()
     assert "Training time per round" in text and "Execution time per decision" in text
     assert "b2mapo reproduce --suite tiny" in text
-    assert "learned DAG over training" in text and (out / "dag_probe_walk.gif").is_file()
+    assert "learned DAG over training" in text and (out / "dag_probe_walk_b2mapo.gif").is_file()
     runs = [str(out / "probe_walk" / algo) for algo in TINY_SUITE.algos]
     main(["report", *runs, "--out", str(tmp_path / "rebuilt")])
     rebuilt = (tmp_path / "rebuilt" / "report.md").read_text()

@@ -131,8 +131,8 @@ class ReproduceArgs:
     """Run a suite of the paper's comparison: every algorithm on every map, the seeds of a run
     vmapped in one program; finished runs are skipped and interrupted ones resumed."""
 
-    suite: str = "cpu-small"
-    """Which suite (``b2mapo suites`` lists them)."""
+    suite: str | None = None
+    """Which suite (``b2mapo suites`` lists them); required."""
     out: Path = Path("results")
     """Directory of the suite's runs and report (rerun the command to resume)."""
 
@@ -143,7 +143,9 @@ class ReportArgs:
     of any mix of maps, algorithms and seeds."""
 
     run_dirs: Annotated[tuple[Path, ...], tyro.conf.Positional]
-    """Directories written by ``b2mapo train`` (or ``reproduce``)."""
+    """Run directories written by ``b2mapo train``, or directories holding some (searched
+    below). A directory written by ``b2mapo reproduce`` alone gets its suite's report
+    again, rebuilt in place from the runs it holds (``--out`` does not apply)."""
     out: Path = Path("report")
     """Directory for ``report.md``, its PNGs and the JSON."""
 
@@ -346,16 +348,25 @@ def _reproduce(args: list[str], console: Console) -> None:
     from b2mapo.reproduce.suites import get_suite
 
     parsed = tyro.cli(ReproduceArgs, args=args, prog="b2mapo reproduce")
+    if parsed.suite is None:
+        from b2mapo.reproduce.suites import SUITES
+
+        raise ConfigError(f"choose a suite with --suite NAME, one of: {', '.join(SUITES)}")
     console.print(f"wrote {run_suite(get_suite(parsed.suite), parsed.out, console)}")
 
 
 def _report(args: list[str], console: Console) -> None:
     from b2mapo.reproduce.report import build_report
-    from b2mapo.reproduce.schedule import suite_time_tables
+    from b2mapo.reproduce.schedule import SUITE_FILE, report_suite_dir, suite_time_tables
+    from b2mapo.rundir import find_run_dirs
 
     parsed = tyro.cli(ReportArgs, args=args, prog="b2mapo report")
-    extra = suite_time_tables(list(parsed.run_dirs))
-    console.print(f"wrote {build_report(list(parsed.run_dirs), parsed.out, extra_markdown=extra)}")
+    if len(parsed.run_dirs) == 1 and (parsed.run_dirs[0] / SUITE_FILE).is_file():
+        console.print(f"wrote {report_suite_dir(parsed.run_dirs[0])}")
+        return
+    run_dirs = find_run_dirs(parsed.run_dirs)
+    extra = suite_time_tables(run_dirs)
+    console.print(f"wrote {build_report(run_dirs, parsed.out, extra_markdown=extra)}")
 
 
 def _suites(args: list[str], console: Console) -> None:

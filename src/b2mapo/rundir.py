@@ -64,6 +64,16 @@ def write_config(run_dir: Path, values: dict[str, Any]) -> None:
     write_json(Path(run_dir) / CONFIG_FILE, values)
 
 
+def find_run_dirs(paths: Iterable[Path]) -> list[Path]:
+    """``paths`` with each directory that is not a run directory replaced by the run
+    directories below it (sorted); one with none below stays, for its reader to refuse."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        below = [] if (path / CONFIG_FILE).is_file() else sorted(path.rglob(CONFIG_FILE))
+        found += [config.parent for config in below] or [path]
+    return found
+
+
 def read_config(run_dir: Path) -> dict[str, Any]:
     """A run's config as saved, unvalidated; ``ConfigError`` if the directory holds no run."""
     path = Path(run_dir) / CONFIG_FILE

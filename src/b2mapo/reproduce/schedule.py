@@ -16,9 +16,9 @@ from rich.console import Console
 from b2mapo.config import TrainConfig
 from b2mapo.envs.registry import is_host, make_env
 from b2mapo.errors import ConfigError
-from b2mapo.reproduce.suites import MapSetting, Suite
+from b2mapo.reproduce.suites import MapSetting, Suite, get_suite
 from b2mapo.reproduce.timing import decision_times, machine_info, round_times
-from b2mapo.rundir import finished, write_json
+from b2mapo.rundir import CONFIG_FILE, finished, write_json
 
 SUITE_FILE = "suite.json"
 TIMING_FILE = "timing.json"
@@ -50,7 +50,7 @@ def _claim(out: Path, suite: Suite) -> None:
         "commit": _commit(),
         "machine": machine_info(),
     }
-    write_json(path, record, allow_nan=True)
+    write_json(path, record)
 
 
 def _commit() -> str:
@@ -118,7 +118,6 @@ def _time_tables(
 def run_suite(suite: Suite, out: Path, console: Console | None = None) -> Path:
     """Train every run of ``suite`` under ``out`` that is not finished, measure each map's
     time tables, and write the report; returns the report's path."""
-    from b2mapo.reproduce.report import build_report
     from b2mapo.runner import train
 
     console = console or Console()
@@ -146,17 +145,51 @@ def run_suite(suite: Suite, out: Path, console: Console | None = None) -> Path:
         if last_of_map:
             of_map = {a: c for m, a, c in runs if m == setting}
             tables.append(_time_tables(out, setting, of_map, console))
-    extra = time_tables_markdown(tables) + pictures_markdown(out, runs)
+    return suite_report(suite, out, runs, tables)
+
+
+def suite_report(
+    suite: Suite,
+    out: Path,
+    runs: list[tuple[MapSetting, str, TrainConfig]],
+    tables: list[dict[str, Any]],
+) -> Path:
+    """The report of ``suite``'s ``runs`` under ``out`` with its maps' time ``tables``: what
+    ``reproduce`` writes, and ``report`` rebuilds from a suite directory."""
+    from b2mapo.reproduce.report import build_report
+
+    extra = time_tables_markdown(tables) if tables else ""
+    extra += pictures_markdown(out, runs)
     if suite.recovery:
         from b2mapo.reproduce.recovery import write_recovery
 
         learned = next(cfg for _, _, cfg in runs if cfg.partition == "learned")
         extra += write_recovery(Path(learned.run_dir), out)
     extra += suite_markdown(suite, out)
+    present = {(setting.env, algo) for setting, algo, _ in runs}
+    missing = [f"{a} on {m.env}" for m, a, _ in suite.runs(out) if (m.env, a) not in present]
+    if missing:
+        extra += f"Not run (yet): {', '.join(missing)}.\n\n"
     run_dirs = [Path(cfg.run_dir) for _, _, cfg in runs]
     return build_report(
         run_dirs, out, title=f"b2mapo reproduce: suite {suite.name}", extra_markdown=extra
     )
+
+
+def report_suite_dir(out: Path) -> Path:
+    """Rebuild the report of the suite directory ``out`` (its ``suite.json`` names the suite)
+    from the runs it holds and the time tables already measured; nothing is trained or
+    timed. ``ConfigError`` if ``out`` holds no suite or no run of it."""
+    path = out / SUITE_FILE
+    if not path.is_file():
+        raise ConfigError(f"{out} holds no suite ({SUITE_FILE}): not a reproduce directory")
+    suite = get_suite(json.loads(path.read_text()).get("suite", ""))
+    runs = [r for r in suite.runs(out) if (Path(r[2].run_dir) / CONFIG_FILE).is_file()]
+    if not runs:
+        raise ConfigError(f"{out} holds no run of the suite {suite.name!r}")
+    timings = [out / m.slug / TIMING_FILE for m in suite.maps]
+    tables = [json.loads(t.read_text()) for t in timings if t.is_file()]
+    return suite_report(suite, out, runs, tables)
 
 
 def _ratio(value: float, reference: float | None) -> str:
@@ -219,9 +252,8 @@ def pictures_markdown(out: Path, runs: list[tuple[MapSetting, str, TrainConfig]]
         if cfg.partition != "learned":
             continue
         run_dir = Path(cfg.run_dir)
-        strip, gif = plot_dag_history(
-            run_dir, out / f"dag_{setting.slug}.png", out / f"dag_{setting.slug}.gif"
-        )
+        name = f"{setting.slug}_{algo}"
+        strip, gif = plot_dag_history(run_dir, out / f"dag_{name}.png", out / f"dag_{name}.gif")
         lines += [
             f"### {setting.env}: {algo}'s learned DAG over training",
             "",
@@ -229,7 +261,7 @@ def pictures_markdown(out: Path, runs: list[tuple[MapSetting, str, TrainConfig]]
             "",
         ]
         if setting.env.startswith("smax:"):
-            episode = replay(run_dir, out / f"episode_{setting.slug}.gif", joint=True)
+            episode = replay(run_dir, out / f"episode_{name}.gif", joint=True)
             lines += [f"One greedy episode of π, allies coloured by batch: ![]({episode.name})", ""]
     if not lines:
         return ""
