@@ -4,7 +4,7 @@ actor, per decision (one env) and in throughput (many envs), on one 8+ agent map
 B2MAPO trains a joint policy π that acts batch by batch (the agents of batch k see the actions
 just chosen by batches < k: the GRU runs once and the policy head once per batch, K passes in
 sequence) and executes with a derived decentralised policy π_ind that acts on each agent's
-own history alone, in one pass like MAPPO's actor. This benchmark checks the issue's targets:
+own history alone, in one pass like MAPPO's actor. This benchmark checks its targets:
 π_ind's per-decision latency within 1.1x of MAPPO's, and π's latency growing with K.
 
 What is timed is one jitted, AOT-compiled call that chooses every agent's action for one
@@ -80,7 +80,7 @@ from b2mapo.train import Trainer
 from b2mapo.upper.generator import UpperCarry, UpperLayer
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "exec_time.json"
-TARGET_IND = 1.1  # the issue's budget: π_ind's per-decision latency within 1.1x of MAPPO's
+TARGET_IND = 1.1  # the budget: π_ind's per-decision latency within 1.1x of MAPPO's
 JOINT_BATCHES = (1, 2, 4)  # plus n
 
 Decision = Callable[..., tuple[Any, jax.Array]]

@@ -23,7 +23,7 @@ and the best call of each is kept, so that a burst of outside load hits all algo
 alike. Each algorithm's state is carried from call to call, so timed chunks start
 mid-training (mid-episode, trained params).
 
-Targets (from the issue): on smax:8m_vs_9m, b2mapo-fixed's round <= 1.3 x MAPPO's, HAPPO's,
+Targets: on smax:8m_vs_9m, b2mapo-fixed's round <= 1.3 x MAPPO's, HAPPO's,
 A2PO's and B2MAPO's <= 2 x; on smax:27m_vs_30m, A2PO's <= 3 x. Only the verdicts for the
 measured map are printed.
 

@@ -99,3 +99,20 @@ def test_the_readme_maps_every_module() -> None:
         if f"`{relative}`" not in readme and not named_in_folder_row:
             unmapped.append(str(relative))
     assert not unmapped, f"the README's map of the source misses {unmapped}"
+
+
+OUTSIDE = re.compile(r"\.\./shared|SPEC(\.md)? §|HYPERPARAMS|the issue's")
+
+
+def test_no_doc_or_help_text_names_a_file_outside_the_repository() -> None:
+    """The docs, the sources (whose docstrings are ``--help``) and the benchmarks stand on
+    their own: no reference to the development notes beside the repository."""
+    texts = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    texts += sorted((ROOT / "src").rglob("*.py")) + sorted((ROOT / "benchmarks").glob("*.py"))
+    named = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in texts
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if OUTSIDE.search(line)
+    ]
+    assert named == []

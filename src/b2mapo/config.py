@@ -189,7 +189,7 @@ class TrainConfig:
     critic) or ippo (decentralised critic)."""
     derived_ratio: DerivedRatio = "behaviour"
     """B2MAPO: denominator of the derived policy's PPO ratio: behaviour (π's stored
-    probability, SPEC §4) or own (its own rollout-time probability)."""
+    probability, as the paper's eq. 13 reads) or own (its own rollout-time probability)."""
     distill_coef: float = 1.0
     """B2MAPO: weight β of the distillation loss KL(π || π_ind) (eq. 13)."""
     distill_every: int = 1

@@ -1,4 +1,4 @@
-"""The derived decentralised policy π_ind that B2MAPO executes with (SPEC §4, eq. 13).
+"""The derived decentralised policy π_ind that B2MAPO executes with (the paper's §4.1, eq. 13).
 
 π acts batch by batch and needs earlier agents' actions; π_ind does not: every agent acts
 on its own history only. π_ind is trained on the rollouts π collects, by its own CTDE

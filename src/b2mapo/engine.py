@@ -1,7 +1,7 @@
 """The batch-sequential update engine: MAPPO, HAPPO, A2PO and the B2MAPO scheme in one.
 
 Agents are grouped into batches (``Transition.batch_index``, per step and agent); batches
-update in order. Stage ``k`` (SPEC.md §2):
+update in order. Stage ``k`` (docs/algorithms.md):
 
 1. the log-probabilities of the agents already updated this round are recomputed under the
    current parameters, and advantages are corrected off-policy for them (eq. 1);
@@ -239,7 +239,7 @@ def earlier_log_ratios(
     """The log-ratios with those of the earlier batches' units that this stage needs brought
     up to date, and which units were recomputed (``[L, U]``, ``[U]``).
 
-    ρ needs the earlier batches' probabilities under the current parameters (SPEC §2):
+    ρ needs the earlier batches' probabilities under the current parameters:
     recompute a unit's where its agent's parameters changed since it was last computed (with
     shared parameters every stage changes every agent), and only where this stage's
     advantages look: from the env's first chunk that holds a unit of this batch on.

@@ -1,4 +1,4 @@
-"""The learned DAG batch-sequence generator: its pure, jit-able core (SPEC §3, steps 2-5).
+"""The learned DAG batch-sequence generator: its pure, jit-able core (the paper's §3.2.1).
 
 From per-agent encodings ``h[n, d]`` the generator builds an attention dependency matrix
 ``G``, embeds each agent, and samples an action: a priority order of the agents

@@ -1,4 +1,4 @@
-"""B2MAPO's upper layer: the DAG batch-sequence generator as a PPO policy (SPEC §3, eq. 5-8).
+"""B2MAPO's upper layer: the DAG batch-sequence generator as a PPO policy (the paper's eq. 5-8).
 
 Every ``T = dag_period`` environment steps (a *period*) the generator encodes each agent's
 observation (MLP -> GRU, one recurrent state per agent across the episode), builds the
