@@ -87,7 +87,8 @@ class TrainConfig:
     env: str = "smax:3m"
     """Environment, as ``family:task`` (``b2mapo envs`` lists them)."""
     algo: Algo = "mappo"
-    """Algorithm preset (see ``PRESETS``); explicit options override the preset's values."""
+    """Algorithm preset: a set of the options below (docs/algorithms.md lists each preset's);
+    explicit options override the preset's values."""
     seeds: int = _tagged(1, "mergeable")
     """Number of independent seeds trained side by side in one compiled program."""
     seed: int = _tagged(0, "host_only", "mergeable")
