@@ -74,3 +74,16 @@ def test_conditioned_actor_reads_only_earlier_actions() -> None:
     )
     np.testing.assert_array_equal(np.asarray(logits_a[..., 0, :]), np.asarray(logits_b[..., 0, :]))
     assert np.abs(np.asarray(logits_a[..., 1:, :] - logits_b[..., 1:, :])).max() > 1e-4
+
+
+def test_shared_parameters_tell_the_agents_apart_by_their_id() -> None:
+    """One parameter set for all agents: identical observations still give each agent its
+    own logits and values, through the one-hot agent id (actor and critic)."""
+    nets = Networks(SPEC, hidden_size=8, share_params=True)
+    params = nets.init(jax.random.PRNGKey(0))
+    obs = jnp.broadcast_to(jax.random.normal(jax.random.PRNGKey(1), (SPEC.obs_dim,)), (1, 3, 5))
+    avail = jnp.ones((1, SPEC.num_agents, SPEC.num_actions), bool)
+    _, logits = nets.act(params["actor"], nets.initial_carry((1,)), obs, jnp.ones(1, bool), avail)
+    assert np.abs(np.asarray(logits[0, 0] - logits[0, 1])).max() > 1e-5
+    values = nets.value(params["critic"], jnp.ones((1, SPEC.state_dim)))
+    assert np.abs(np.asarray(values[0, 0] - values[0, 1])) > 1e-5
