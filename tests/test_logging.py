@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import struct
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 from tensorboardX.proto.event_pb2 import Event
 
+from b2mapo import rundir
 from b2mapo.cli import main
 from b2mapo.config import resolve
+from b2mapo.plots import curve
 from b2mapo.rundir import METRICS_FILE, TENSORBOARD_DIR
 from b2mapo.runner import MetricsLog
 
@@ -108,3 +112,26 @@ def test_a_missing_wandb_extra_is_one_line_before_compiling(
     assert err.count("\n") == 1
     assert "wandb_project='p' needs Weights & Biases: pip install -e '.[wandb]'" in err
     assert not (tmp_path / "run").exists()  # nothing written
+
+
+def test_metrics_files_are_strict_json_and_curves_skip_a_metric_over_nothing(
+    tmp_path: Path,
+) -> None:
+    """A NaN or infinite value (a metric over nothing) is written as null, so every line
+    parses with a strict JSON parser; curves leave it out instead of failing or drawing NaN."""
+    path = tmp_path / rundir.METRICS_FILE
+    records = [
+        {"kind": "train", "env_steps": 8, "seed": 0, "approx_kl": float("nan"), "x": 1.0},
+        {"kind": "train", "env_steps": 8, "seed": 1, "approx_kl": 0.5, "x": float("inf")},
+        {"kind": "train", "env_steps": 16, "seed": 0, "approx_kl": 0.25, "x": 2.0},
+    ]
+    rundir.append_records(path, records)
+
+    def refuse(constant: str) -> None:
+        raise ValueError(constant)
+
+    lines = [json.loads(line, parse_constant=refuse) for line in path.read_text().splitlines()]
+    assert lines[0]["approx_kl"] is None and lines[1]["x"] is None
+    kl = curve(lines, "approx_kl")
+    assert kl is not None
+    np.testing.assert_allclose(kl.mean, [0.5, 0.25])

@@ -36,10 +36,11 @@ X_AXES = {"env_steps": "env steps per seed", "wall_time": "wall time (s)"}
 
 def curve(records: list[dict[str, Any]], key: str, x: str = "env_steps") -> Curve | None:
     """``key`` of ``records`` by ``x`` (``env_steps`` or ``wall_time``), over the seeds logged
-    at that point; None if no record has it."""
+    at that point (a null value, a metric over nothing, is left out); None if no record has
+    it."""
     by_x: dict[float, list[float]] = {}
     for record in records:
-        if key in record:
+        if record.get(key) is not None:
             by_x.setdefault(record[x], []).append(record[key])
     if not by_x:
         return None

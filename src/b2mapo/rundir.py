@@ -17,6 +17,7 @@ It imports the standard library and ``b2mapo.errors`` only, so that views of a r
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tempfile
@@ -83,10 +84,15 @@ def read_config(run_dir: Path) -> dict[str, Any]:
 
 
 def append_records(path: Path, records: Iterable[dict[str, Any]]) -> None:
-    """Append ``records`` to a JSON-lines file, one line each."""
+    """Append ``records`` to a JSON-lines file, one line each, as strict JSON: a float that is
+    NaN or infinite (a metric over nothing) is written as null."""
     with Path(path).open("a") as f:
         for record in records:
-            f.write(json.dumps(record) + "\n")
+            finite = {
+                k: None if isinstance(v, float) and not math.isfinite(v) else v
+                for k, v in record.items()
+            }
+            f.write(json.dumps(finite, allow_nan=False) + "\n")
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:

@@ -162,7 +162,7 @@ def _num_batches(
         return {}
     by_seed: dict[int, list[tuple[int, float]]] = {}
     for record in records:
-        if record.get("kind") == "train" and "dag_num_batches" in record:
+        if record.get("kind") == "train" and record.get("dag_num_batches") is not None:
             point = (int(record["env_steps"]), float(record["dag_num_batches"]))
             by_seed.setdefault(record["seed"], []).append(point)
     return by_seed

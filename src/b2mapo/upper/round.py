@@ -1,6 +1,6 @@
-"""B2MAPO's round (the paper's §3-4): π acts and updates batch by batch on DAGs the generator samples
-every ``dag_period`` steps; then the generator learns by PPO on the periods and π_ind by its
-own PPO plus distillation from the updated π."""
+"""B2MAPO's round (the paper's §3-4): π acts and updates batch by batch on DAGs the generator
+samples every ``dag_period`` steps; then the generator learns by PPO on the periods and π_ind
+by its own PPO plus distillation from the updated π."""
 
 from __future__ import annotations
 
