@@ -28,6 +28,8 @@ RUNS: dict[str, tuple[str, str]] = {
         f"{TINY} --workers 1 --updates-per-chunk 1 --steps 2 --rounds 1",
         "steps_per_second",
     ),
+    # HAPPO's two mutants: their guarding tests run on the source, then on each mutant.
+    "mutations": ("--only M", "killed"),
     # B2MAPO's generator takes minibatches of envs: 4 envs (dag_minibatches 4).
     "round_pieces": (
         "--env probe:walk --seeds 1 --num-envs 4 --rollout-len 8 --repeats 1",
@@ -61,8 +63,9 @@ def test_help(tmp_path: Path) -> None:
         assert "usage:" in out
 
 
-# Scripts that compile every piece of a round apart (a minute or more even tiny): slow set.
-SLOW = {"round_pieces", "throughput"}
+# Scripts that compile every piece of a round apart (a minute or more even tiny), and the
+# mutation check (pytest three times): slow set.
+SLOW = {"mutations", "round_pieces", "throughput"}
 
 
 @pytest.mark.parametrize(
