@@ -13,9 +13,8 @@ from b2mapo.config import ConfigError
 from b2mapo.losses import categorical_kl
 from b2mapo.rollout import Distillation, rollout
 from b2mapo.train import Trainer
-from b2mapo.upper.dag import log_prob
-from b2mapo.upper.generator import Period
 from tests.conftest import leaning_on_partners
+from tests.generator_rounds import generator_round
 
 
 @pytest.fixture
@@ -62,51 +61,13 @@ def test_generator_learns_to_use_fewer_batches_when_batches_cost(b2mapo) -> None
         anneal_lr=False,
     )
     upper = Trainer(cfg).round.upper
-    spec = upper.spec
-    obs = jax.random.normal(jax.random.key(1), (2, cfg.num_envs, spec.num_agents, spec.obs_dim))
-    state = jnp.zeros((2, cfg.num_envs, spec.state_dim))
-
-    @jax.jit
-    def round_(learner, key):
-        def period(carry, inputs):
-            obs, state, key = inputs
-            next_carry, action, dist, batch_index = upper.act(
-                learner.params, carry, obs, state, key
-            )
-            k = jnp.max(batch_index, axis=-1) + 1
-            zeros = jnp.zeros((cfg.dag_period, cfg.num_envs))
-            never = zeros.astype(bool)
-            reward, ended = upper.period_reward(zeros, never, never, zeros[0], k)
-            lp = jax.vmap(log_prob, in_axes=(0, 0, 0, 0, None))(
-                action, dist.order_scores, dist.edge_logits, dist.g, upper.delta
-            )
-            record = Period(
-                obs,
-                state,
-                carry.reset,
-                (carry.agents, carry.critic),
-                action,
-                dist.g,
-                lp,
-                dist.value,
-                reward,
-                jnp.zeros_like(reward),
-                ended,
-                batch_index,
-            )
-            return next_carry._replace(reset=ended), record
-
-        start = upper.initial_carry(cfg.num_envs)
-        carry, periods = jax.lax.scan(period, start, (obs, state, jax.random.split(key, 2)))
-        last_value = upper.value(learner.params, carry, obs[0], state[0])
-        learner, _ = upper.update(learner, periods, last_value, key)
-        return learner, periods.num_batches.mean()
+    round_ = generator_round(upper, lambda action: jnp.zeros(action.order.shape[0]))
 
     learner = upper.init(jax.random.key(0))
     mean_k = []
     for i in range(40):
-        learner, k = round_(learner, jax.random.key(i + 1))
-        mean_k.append(float(k))
+        learner, metrics, _ = round_(learner, jax.random.key(i + 1))
+        mean_k.append(float(metrics["num_batches"]))
     assert np.mean(mean_k[:5]) > 1.5, mean_k  # untrained DAGs on 3 agents have edges
     assert np.mean(mean_k[-5:]) < np.mean(mean_k[:5]) - 0.4, mean_k
 

@@ -224,6 +224,20 @@ class UpperLayer:
         new_carry = UpperCarry(agents, critic, jnp.zeros_like(carry.reset))
         return new_carry, action, out, batch_layering(action)
 
+    def log_prob(self, action: DagAction, out: UpperOutput, batch_index: jax.Array) -> jax.Array:
+        """Every env's exact log-probability ``[E]`` of ``action`` (its layering
+        ``batch_index``) under the distribution ``out`` it was drawn from."""
+        per_env = jax.vmap(log_prob, in_axes=(0, 0, 0, 0, None, None, 0))
+        return per_env(
+            action,
+            out.order_scores,
+            out.edge_logits,
+            out.g,
+            self.delta,
+            self.cfg.dag_max_batches,
+            batch_index,
+        )
+
     def most_likely(self, out: UpperOutput) -> DagAction:
         """Every env's most likely DAG under ``out`` (leaves ``[E, ...]``): the order by
         score, each candidate pair kept where its keep probability exceeds one half."""

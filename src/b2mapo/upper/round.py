@@ -19,7 +19,6 @@ from b2mapo.partition import Partitioner, single
 from b2mapo.rollout import Distillation, Followed, Trajectory, rollout
 from b2mapo.rounds import History, Round
 from b2mapo.state import Collected, Policies, RunnerState, host_clock
-from b2mapo.upper.dag import log_prob
 from b2mapo.upper.generator import (
     Period,
     UpperCarry,
@@ -109,7 +108,6 @@ class LearnedRound(Round):
                     self.env, self.networks, params, start, step_key, cfg.dag_period, greedy_index
                 )[1]
                 baseline = period_reward(replayed, next_carry, greedy_index)[0]
-            all_log_prob = jax.vmap(log_prob, in_axes=(0, 0, 0, 0, None, None, 0))
             record = Period(
                 obs=ts.obs,
                 state=ts.state,
@@ -117,15 +115,7 @@ class LearnedRound(Round):
                 carry=(upper_carry.agents, upper_carry.critic),
                 action=action,
                 g=dist.g,
-                log_prob=all_log_prob(
-                    action,
-                    dist.order_scores,
-                    dist.edge_logits,
-                    dist.g,
-                    upper.delta,
-                    cfg.dag_max_batches,
-                    batch_index,
-                ),
+                log_prob=upper.log_prob(action, dist, batch_index),
                 value=dist.value,
                 reward=reward,
                 baseline=baseline,
