@@ -17,6 +17,7 @@ actions under every layering (``Networks.policy_step`` draws its noise once per 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, NamedTuple
 
 import jax
@@ -25,7 +26,7 @@ import numpy as np
 
 from b2mapo.losses import categorical_kl
 from b2mapo.state import Policies
-from b2mapo.upper.history import PeriodStart, boundaries, most_frequent_layering
+from b2mapo.upper.history import Boundary, PeriodStart, boundaries, most_frequent_layering
 
 if TYPE_CHECKING:
     from b2mapo.upper.round import LearnedRound
@@ -126,10 +127,7 @@ def measure(
     cfg, n = learned.cfg, learned.env.spec.num_agents
     state_key, layering_key, replay_key = jax.random.split(key, 3)
 
-    def starts_of(key: jax.Array):
-        return boundaries(learned, policies, key, periods, False, LAYERING_SAMPLES)
-
-    seen = jax.jit(jax.vmap(starts_of))(jax.random.split(state_key, resets))
+    seen = _period_starts(learned, policies, jax.random.split(state_key, resets), periods)
     states = resets * periods
     start = jax.tree.map(lambda x: x.reshape(states, *x.shape[3:]), seen.start)
     sampled = np.asarray(seen.batch_index).reshape(states, LAYERING_SAMPLES, n)
@@ -144,14 +142,41 @@ def measure(
         axis=1,
     )  # [S, L, n]
 
-    def one_key(key: jax.Array) -> Replay:  # every layering with the same key
-        under = jax.vmap(lambda b: replay(learned, policies, start, b, key), in_axes=1, out_axes=1)
-        return under(layerings)  # leaves [S, L]
-
-    replays = jax.jit(jax.vmap(one_key, out_axes=1))(jax.random.split(replay_key, keys_per_state))
+    replay_keys = jax.random.split(replay_key, keys_per_state)
+    replays = _replays(learned, policies, start, layerings, replay_keys)
     returns = np.asarray(replays.period_return)  # [S, R, L]
     total = returns.var()
     share = float(returns.var(axis=-1).mean() / total) if total > 0 else 0.0
     kl_count = float(np.asarray(replays.kl_count).sum())
     kl = float(np.asarray(replays.kl_sum).sum() / kl_count) if kl_count else 0.0
     return Lever(returns, np.asarray(layerings), share, kl)
+
+
+# Compiled once per round object and shapes (not per call): the seeds of a run share them.
+@partial(jax.jit, static_argnums=(0, 3))
+def _period_starts(
+    learned: LearnedRound, policies: Policies, keys: jax.Array, periods: int
+) -> Boundary:
+    """``boundaries`` of one reset per key, π and the generator sampling."""
+
+    def one_reset(key: jax.Array) -> Boundary:
+        return boundaries(learned, policies, key, periods, False, LAYERING_SAMPLES)
+
+    return jax.vmap(one_reset)(keys)
+
+
+@partial(jax.jit, static_argnums=(0,))
+def _replays(
+    learned: LearnedRound,
+    policies: Policies,
+    start: PeriodStart,
+    layerings: jax.Array,
+    keys: jax.Array,
+) -> Replay:
+    """Every layering ``[S, L, n]`` replayed from ``start`` with each key: leaves ``[S, R, L]``."""
+
+    def one_key(key: jax.Array) -> Replay:  # every layering with the same key
+        under = jax.vmap(lambda b: replay(learned, policies, start, b, key), in_axes=1, out_axes=1)
+        return under(layerings)
+
+    return jax.vmap(one_key, out_axes=1)(keys)
